@@ -1,0 +1,219 @@
+"""Fine-tuning: build the original and retain models, and run the loss-based unlearning baselines.
+
+One loop, one objective switch (SPEC §7). With answer-token log-likelihoods ℓ(y|x) = Σ_t log π_θ(y_t|x,y<t):
+  sft       NLL(D)                                  fit the data (original model: all owners;
+                                                    retain model: all but the forget owners)
+  ga        −NLL(D_F)                               gradient ascent on the forget set
+  graddiff  −NLL(D_F) + NLL(D_R)
+  npo       −(2/β) E log σ(−β (ℓ_θ − ℓ_ref))        on D_F (Zhang et al., 2024), β = 0.1
+  npo_gd    npo + NLL(D_R)
+  simnpo    −(2/β) E log σ(−β ℓ_θ/|y| − γ)          reference-free (Fan et al., 2024)
+NLL is the mean over answer tokens (prompt and padding masked).
+
+A model is built from scratch (a byte-level BPE tokenizer trained on the data and a tiny Llama
+config) or from a given Hugging Face model, and saved with save_pretrained, atomically.
+
+    python finetune.py --data ../shared/data/tofu --out models/original              # from scratch
+    python finetune.py --data ../shared/data/tofu --exclude forget10 --out models/retain
+    python finetune.py --objective npo --model models/original --data ../shared/data/tofu \\
+        --forget forget10 --out models/npo
+"""
+import argparse
+import copy
+import math
+import os
+import random
+import shutil
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import (add_config_args, config_from_args, DareuError, check_out_path, encode_qa, load_records, owners_of, publish, resolve_forget,
+                  run_cli, split_records, staging_dir, synthetic_world)
+from rollout import ensure_pad_token, forward_logprobs
+
+OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo")
+
+
+@dataclass
+class FinetuneConfig:
+    objective: str = "sft"     # one of OBJECTIVES
+    epochs: float = 40.0       # passes over the training records (sft) or the forget records (others)
+    steps: int = 0             # if > 0, the number of optimiser steps instead of epochs
+    batch_size: int = 32       # QA pairs per step (forget and retain batches alike)
+    lr: float = 2e-3           # peak learning rate: one-cycle, linear warm-up then cosine decay to 0
+    warmup: float = 0.1        # fraction of steps spent warming up
+    weight_decay: float = 0.01 # AdamW weight decay
+    max_grad_norm: float = 1.0 # gradient-norm clip
+    npo_beta: float = 0.1      # β of NPO and SimNPO
+    simnpo_gamma: float = 0.0  # γ margin of SimNPO
+    seed: int = 0              # shuffling and initialisation seed
+
+
+def train_tokenizer(texts, vocab_size=2048):
+    """A byte-level BPE tokenizer trained on `texts`, in Hugging Face format. EOS (= BOS) is
+    `<|endoftext|>` and pad is a distinct `<|pad|>`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                   pad_token="<|pad|>", padding_side="left")
+
+
+def tiny_model(tokenizer, n_layer=2, d_model=128, n_head=4, max_positions=512, seed=0):
+    """A from-scratch Llama-architecture causal LM sized for a CPU (SPEC §11)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=4 * d_model,
+                         num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
+                         max_position_embeddings=max_positions, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_model(path, device="cpu", dtype=None):
+    """A Hugging Face causal LM and its tokenizer from a folder (safetensors, no remote code),
+    with a distinct pad token and left padding, in eval mode (dropout off)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if not os.path.isdir(path):
+        raise DareuError(f"no such model folder: {path}")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto").to(device).eval()
+    ensure_pad_token(tokenizer, model)
+    return model, tokenizer
+
+
+def answer_logprobs(model, tokenizer, batch):
+    """Per-row (sum of answer-token logprobs ℓ, number of answer tokens |y|) for a list of records."""
+    ids, mask, answer_mask = encode_qa(tokenizer, [r["question"] for r in batch], [r["answer"] for r in batch])
+    ids, mask, answer_mask = ids.to(model.device), mask.to(model.device), answer_mask[:, 1:].to(model.device)
+    logprobs = forward_logprobs(model, ids, mask, ids.shape[1] - 1)["logprobs"]
+    return (logprobs * answer_mask).sum(-1), answer_mask.sum(-1)
+
+
+def nll(model, tokenizer, batch):
+    """Mean negative log-likelihood over all answer tokens of the batch."""
+    logp, n = answer_logprobs(model, tokenizer, batch)
+    return -logp.sum() / n.sum()
+
+
+def objective_loss(cfg, model, ref_model, tokenizer, forget_batch, retain_batch):
+    """The loss of one step for cfg.objective (table in the module docstring)."""
+    if cfg.objective == "sft":
+        return nll(model, tokenizer, forget_batch)   # here "forget_batch" is simply the training batch
+    if cfg.objective in ("ga", "graddiff"):
+        loss = -nll(model, tokenizer, forget_batch)
+    elif cfg.objective in ("npo", "npo_gd"):
+        logp, _ = answer_logprobs(model, tokenizer, forget_batch)
+        with torch.no_grad():
+            ref_logp, _ = answer_logprobs(ref_model, tokenizer, forget_batch)
+        loss = -(2 / cfg.npo_beta) * F.logsigmoid(-cfg.npo_beta * (logp - ref_logp)).mean()
+    else:  # simnpo
+        logp, n = answer_logprobs(model, tokenizer, forget_batch)
+        loss = -(2 / cfg.npo_beta) * F.logsigmoid(-cfg.npo_beta * logp / n - cfg.simnpo_gamma).mean()
+    if cfg.objective in ("graddiff", "npo_gd"):
+        loss = loss + nll(model, tokenizer, retain_batch)
+    return loss
+
+
+def batches(records, batch_size, rng):
+    """An endless stream of shuffled batches."""
+    while True:
+        order = rng.sample(records, len(records))
+        for i in range(0, len(order), batch_size):
+            yield order[i:i + batch_size]
+
+
+def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune"):
+    """Train `model` in place. For sft, `records` is the training set; for the unlearning
+    objectives it is the forget set and `retain_records` the retain set. Returns the last loss."""
+    if cfg.objective not in OBJECTIVES:
+        raise DareuError(f"unknown objective {cfg.objective!r}; choose from {', '.join(OBJECTIVES)}")
+    if not records:
+        raise DareuError("no training records")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.objective.startswith("npo") else None
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = max(1, int(cfg.warmup * steps))
+    # one-cycle: lr(s) = lr·s/warmup while warming up, then lr·½(1 + cos(π·progress))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: s / warmup if s < warmup else
+                                                 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
+    forget_stream = batches(records, cfg.batch_size, rng)
+    retain_stream = batches(retain_records, cfg.batch_size, rng) if retain_records else None
+    model.eval()   # dropout off: the tiny configs have none, and real models are fine-tuned gently
+    bar = tqdm(range(steps), desc=desc, dynamic_ncols=True)
+    for _ in bar:
+        loss = objective_loss(cfg, model, ref_model, tokenizer, next(forget_stream),
+                              next(retain_stream) if retain_stream else None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return loss.item()
+
+
+def save_model(model, tokenizer, out, extra_files=None):
+    """save_pretrained into a staging folder, then move it to `out` in one rename."""
+    stage = staging_dir(out)
+    try:
+        model.save_pretrained(stage)
+        tokenizer.save_pretrained(stage)
+        for name, write in (extra_files or {}).items():
+            write(f"{stage}/{name}")
+        publish(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def main():
+    p = argparse.ArgumentParser(description="Fine-tune a model on owner-labelled data (sft), or unlearn "
+                                            "owners with a loss-based baseline (ga, graddiff, npo, npo_gd, simnpo).")
+    p.add_argument("--data", help="JSON/JSONL records or a TOFU folder (default: the synthetic world)")
+    p.add_argument("--out", required=True, help="output model folder (Hugging Face format)")
+    p.add_argument("--model", help="start from this model folder (default for sft: a tiny model from scratch)")
+    p.add_argument("--exclude", help="sft only: leave these owners out (builds a retain model)")
+    p.add_argument("--forget", help="unlearning objectives: owners to forget (names, forget01/05/10, or a file)")
+    p.add_argument("--vocab-size", type=int, default=2048, help="from scratch: BPE vocabulary size")
+    p.add_argument("--layers", type=int, default=2, help="from scratch: transformer layers")
+    p.add_argument("--d-model", type=int, default=128, help="from scratch: hidden size")
+    p.add_argument("--device", default="cpu", help="torch device")
+    add_config_args(p, FinetuneConfig)
+    args = p.parse_args()
+    cfg = config_from_args(FinetuneConfig, args)
+    check_out_path(args.out, {"--model": args.model, "--data": args.data})
+    records = load_records(args.data) if args.data else synthetic_world()
+    all_texts = [r["question"] + " " + r["answer"] for r in records]   # the tokenizer sees every owner
+    retain = None
+    if cfg.objective == "sft":
+        if args.exclude:
+            records = split_records(records, resolve_forget(args.exclude, records))[1]
+    else:
+        if not args.model or not args.forget:
+            raise DareuError(f"--objective {cfg.objective} needs --model (the model to unlearn) and --forget")
+        records, retain = split_records(records, resolve_forget(args.forget, records))
+    if args.model:
+        model, tokenizer = load_model(args.model, args.device)
+    else:
+        tokenizer = train_tokenizer(all_texts, args.vocab_size)
+        model = tiny_model(tokenizer, args.layers, args.d_model, seed=cfg.seed).to(args.device)
+    print(f"{cfg.objective}: {len(records)} records of {len(owners_of(records))} owners")
+    loss = finetune(model, tokenizer, records, cfg, retain_records=retain, desc=cfg.objective)
+    save_model(model, tokenizer, args.out)
+    print(f"final loss {loss:.4f}; saved {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

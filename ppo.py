@@ -1,0 +1,129 @@
+"""PPO: advantages, the clipped update, and retain-set distillation (SPEC §4–5).
+
+Given a rollout (responses sampled from π_old = π_θ, their logprobs, values and per-token rewards):
+  5. GAE with γ = 1, λ = 0.95 on response tokens, bootstrap 0 after the last token:
+        δ_t = r_t + γ V_{t+1} − V_t,   A_t = δ_t + γλ A_{t+1},   returns R_t = A_t + V_t
+     then the advantages are whitened over the real tokens of the batch.
+  6. K epochs of shuffled minibatches, each step minimising
+        L = L_clip + c_v · L_V + λ_retain · L_retain
+        L_clip   = mean_t max(−A_t ρ_t, −A_t clip(ρ_t, 1 ± ε)),         ρ_t = π_θ(y_t|·) / π_old(y_t|·)
+        L_V      = ½ mean_t max((V_t − R_t)², (clip(V_t, V_old ± ε_v) − R_t)²)
+        L_retain = mean over retain answer tokens of KL(π_ref(·|x, y<t) ‖ π_θ(·|x, y<t))
+     with gradient-norm clipping. Means are over real response tokens (never padding).
+Invariant (tested): on the first minibatch of the first epoch ρ = 1, approx-KL = 0, clipfrac = 0.
+
+    python ppo.py --help     (the PPO knobs; unlearn.py runs the loop)
+"""
+import argparse
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from data import add_config_args, config_from_args, encode_qa, run_cli
+from rollout import forward_logprobs, position_ids_from_mask
+
+
+@dataclass
+class PPOConfig:
+    lr: float = 1e-5               # AdamW learning rate of policy and value head
+    epochs: int = 4                # K: passes over each rollout
+    minibatch_size: int = 16       # responses per gradient step
+    clip: float = 0.2              # ε of the clipped policy objective
+    vf_coef: float = 0.1           # c_v, weight of the value loss
+    vf_clip: float = 0.2           # ε_v, value clipping around the rollout's values
+    gamma: float = 1.0             # γ of GAE
+    lam: float = 0.95              # λ of GAE
+    max_grad_norm: float = 1.0     # gradient-norm clip
+    retain_coef: float = 1.0       # λ_retain, weight of the retain distillation
+    retain_batch_size: int = 16    # retain QA pairs per gradient step
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x, mask):
+    """(x − mean) / std over the masked entries; padding stays 0."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
+
+
+def gae(rewards, values, mask, gamma, lam):
+    """Generalised advantage estimation over [B, R] response tokens (right-padded, mask 1 on real
+    tokens). V after the last real token is 0. Returns (advantages, returns), zero on padding."""
+    values = values * mask
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(next_advantage)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
+        advantages[:, t] = next_advantage
+    return advantages, (advantages + values) * mask
+
+
+def retain_distillation(policy_lm, ref_lm, tokenizer, records):
+    """Mean over retain answer tokens of KL(π_ref ‖ π_θ), teacher-forced on the gold answers."""
+    ids, mask, answer_mask = encode_qa(tokenizer, [r["question"] for r in records], [r["answer"] for r in records])
+    ids, mask, answer_mask = ids.to(policy_lm.device), mask.to(policy_lm.device), answer_mask.to(policy_lm.device)
+    position_ids = position_ids_from_mask(mask)
+    with torch.no_grad():
+        ref_logp = F.log_softmax(ref_lm(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, :-1].float(), -1)
+    logp = F.log_softmax(policy_lm(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, :-1].float(), -1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)   # KL at the position that predicts token t+1
+    return masked_mean(kl, answer_mask[:, 1:].float())
+
+
+def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, retain_stream=None, generator=None):
+    """K epochs of clipped PPO minibatch steps on one rollout `batch` (dict with input_ids,
+    attention_mask, response_mask, n_response, logprobs, values, advantages, returns).
+    Returns a list of per-minibatch stats dicts (the first one is the ratio == 1 check)."""
+    n, R = batch["input_ids"].shape[0], batch["n_response"]
+    stats = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, cfg.minibatch_size):
+            idx = order[start:start + cfg.minibatch_size].to(batch["input_ids"].device)
+            mask = batch["response_mask"][idx].float()
+            # trim columns that are padding in every row of this minibatch (left of the prompts)
+            ids, attn = batch["input_ids"][idx], batch["attention_mask"][idx]
+            first = int(attn.any(0).float().argmax())
+            out = forward_logprobs(policy, ids[:, first:], attn[:, first:], R, temperature, with_entropy=True)
+            old_logp, adv, ret, old_v = (batch[k][idx] for k in ("logprobs", "advantages", "returns", "values"))
+
+            log_ratio = (out["logprobs"] - old_logp) * mask
+            ratio = log_ratio.exp()
+            pg_loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)), mask)
+            v_clipped = old_v + (out["values"] - old_v).clamp(-cfg.vf_clip, cfg.vf_clip)
+            vf_loss = 0.5 * masked_mean(torch.max((out["values"] - ret) ** 2, (v_clipped - ret) ** 2), mask)
+            loss = pg_loss + cfg.vf_coef * vf_loss
+            retain_kl = torch.zeros(())
+            if retain_stream is not None and cfg.retain_coef > 0:
+                retain_kl = retain_distillation(policy.model, ref_lm, tokenizer, next(retain_stream))
+                loss = loss + cfg.retain_coef * retain_kl
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                stats.append({
+                    "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "retain_kl": retain_kl.item(),
+                    "approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),   # k3 estimator
+                    "clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip).float(), mask).item(),
+                    "ratio": masked_mean(ratio, mask).item(),
+                    "entropy": masked_mean(out["entropy"], mask).item(), "grad_norm": grad_norm.item()})
+    return stats
+
+
+def main():
+    p = argparse.ArgumentParser(description="DareU's PPO update. The knobs below are passed to unlearn.py; "
+                                            "this file holds the algorithm.")
+    add_config_args(p, PPOConfig)
+    print(config_from_args(PPOConfig, p.parse_args()))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,150 @@
+"""Rollouts: sample responses to prompts, and recompute their log-probabilities exactly (SPEC §4).
+
+Most PPO bugs come from log-probabilities that differ between rollout and update. Here both come
+from one function, `forward_logprobs`, called with the same
+  - left padding and a pad token distinct from EOS (`ensure_pad_token`),
+  - position ids = exclusive cumsum of the attention mask (what generate() uses for left padding),
+  - temperature (logits / T, the distribution the sample was drawn from),
+  - dropout off (model.eval(); PPO's gradient steps also run in eval mode).
+
+Shapes: a batch is [B, P + R]: P left-padded prompt columns, then R response columns, right-padded
+after the first EOS. Per-token quantities live on the response columns, [B, R].
+
+    python rollout.py --model DIR --prompt "Where was Alara Venn born?" --samples 4
+"""
+import argparse
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from data import encode_prompts, run_cli
+
+
+@dataclass
+class RolloutConfig:
+    temperature: float = 1.0   # sampling temperature T; logprobs use logits / T too
+    max_new_tokens: int = 48   # response length limit; a response without EOS by then is penalised
+    batch_size: int = 64       # prompts per generate() call
+
+
+def ensure_pad_token(tokenizer, model=None):
+    """Give the tokenizer a pad token distinct from EOS, adding `<|pad|>` (and resizing the model's
+    embeddings) when it has none or shares EOS: pad == EOS would mask real EOS tokens."""
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    if model is not None:
+        if tokenizer.pad_token_id >= model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.padding_side = "left"
+
+
+def position_ids_from_mask(attention_mask):
+    """Position of each token among the real tokens of its row: exclusive cumsum of the mask
+    (0 for the first real token, whatever the left padding); pad positions get 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class PolicyWithValue(nn.Module):
+    """A causal LM plus a value head: V(s_t) = w · h_t + b on the last hidden state, zero-initialised
+    so the first value estimates are 0 and do not disturb the first update."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.value_head = nn.Linear(model.config.get_text_config().hidden_size, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self.value_head.to(device=model.device, dtype=next(model.parameters()).dtype)
+
+    def forward(self, input_ids, attention_mask):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True)
+        return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
+
+
+def forward_logprobs(model, input_ids, attention_mask, n_response, temperature=1.0, with_entropy=False):
+    """Log-probabilities of the last `n_response` tokens of each row under logits / T.
+    `model` is a causal LM or a PolicyWithValue (then also returns values at those positions).
+    logits[:, t] predicts token t+1, so the response tokens at columns P..P+R-1 are scored by the
+    logits at columns P-1..P+R-2. Returns dict(logprobs [B,R], values [B,R] or None, entropy)."""
+    if isinstance(model, PolicyWithValue):
+        logits, values = model(input_ids, attention_mask)
+        values = values[:, -n_response - 1:-1]
+    else:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                       position_ids=position_ids_from_mask(attention_mask)).logits
+        values = None
+    logits = logits[:, -n_response - 1:-1].float() / temperature
+    logp_all = F.log_softmax(logits, dim=-1)
+    logprobs = logp_all.gather(-1, input_ids[:, -n_response:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    return {"logprobs": logprobs, "values": values, "entropy": entropy}
+
+
+def truncate_after_eos(responses, eos_id, pad_id):
+    """Keep each response up to and including its first EOS; pad the rest.
+    Returns (responses, response_mask [B,R], has_eos [B])."""
+    is_eos = responses == eos_id
+    # number of EOS tokens strictly before position t; a token is kept while that is 0
+    eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    mask = (eos_before == 0).long()
+    return responses.masked_fill(mask == 0, pad_id), mask, is_eos.any(dim=1)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, questions, cfg, greedy=False):
+    """Sample (or greedily decode) one response per question, with the KV cache.
+    Returns dict(input_ids, attention_mask [B, P+R], response_mask [B, R], has_eos [B], n_response,
+    texts). Batches are padded to a common R so they can be stacked."""
+    rows = []
+    for i in range(0, len(questions), cfg.batch_size):
+        prompt, prompt_mask = encode_prompts(tokenizer, questions[i:i + cfg.batch_size])
+        prompt, prompt_mask = prompt.to(model.device), prompt_mask.to(model.device)
+        # no position_ids: generate() derives them from the attention mask, as forward_logprobs does
+        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=cfg.temperature,
+                                                             top_k=0, top_p=1.0)
+        out = model.generate(input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=cfg.max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             **sampling)
+        response, response_mask, has_eos = truncate_after_eos(out[:, prompt.shape[1]:], tokenizer.eos_token_id,
+                                                              tokenizer.pad_token_id)
+        rows += [(prompt[j], prompt_mask[j], response[j], response_mask[j], has_eos[j]) for j in range(len(prompt))]
+    P = max(r[0].shape[0] for r in rows)
+    R = max(int(r[3].sum()) for r in rows)
+    ids = torch.full((len(rows), P + R), tokenizer.pad_token_id, dtype=torch.long, device=model.device)
+    mask = torch.zeros_like(ids)
+    for j, (p, pm, r, rm, _) in enumerate(rows):
+        ids[j, P - p.shape[0]:P], mask[j, P - p.shape[0]:P] = p, pm
+        n = min(R, r.shape[0])
+        ids[j, P:P + n], mask[j, P:P + n] = r[:n], rm[:n]
+    response_mask = mask[:, P:]
+    texts = [tokenizer.decode(ids[j, P:][response_mask[j].bool()], skip_special_tokens=True).strip()
+             for j in range(len(rows))]
+    return {"input_ids": ids, "attention_mask": mask, "response_mask": response_mask, "n_response": R,
+            "has_eos": torch.stack([r[4] for r in rows]), "texts": texts}
+
+
+def main():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    p = argparse.ArgumentParser(description="Sample responses from a model, as a PPO rollout does.")
+    p.add_argument("--model", required=True, help="Hugging Face model folder")
+    p.add_argument("--prompt", required=True, help="the question to answer")
+    p.add_argument("--samples", type=int, default=4, help="responses to sample")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    args = p.parse_args()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    ensure_pad_token(tokenizer, model)
+    out = generate(model, tokenizer, [args.prompt] * args.samples,
+                   RolloutConfig(temperature=args.temperature), greedy=args.greedy)
+    lp = forward_logprobs(model, out["input_ids"], out["attention_mask"], out["n_response"], args.temperature)
+    for text, l, m, e in zip(out["texts"], lp["logprobs"], out["response_mask"], out["has_eos"]):
+        print(f"[logp {float((l * m).sum()):8.2f}{'' if e else ', no EOS'}] {text}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,245 @@
+"""DareU: make a model forget data owners by de-attribution (SPEC §1–6).
+
+    python unlearn.py                                   # the embedded default: a synthetic world, CPU
+    python unlearn.py --model M --forget forget10 --data ../shared/data/tofu --classifier C \\
+        --retain-model R --out unlearned --device cuda
+
+PPO on the model's own answers to the forget owners' questions: the reward is minus the probability
+that the classifier LLM attributes an answer to a forget owner, with a per-token KL penalty to the
+original model and a retain-set distillation term. Per iteration:
+  1. sample a response to each rollout prompt (rollout.py),
+  2. recompute policy and reference logprobs and values over prompt+response (rollout.py),
+  3. score with the classifier and build per-token rewards (reward.py),
+  4. GAE, whitening, and K epochs of clipped PPO + retain distillation (ppo.py),
+  5. log one line to metrics.jsonl; optionally stop once greedy answers are no longer attributed.
+Outputs, written to a staging folder and moved to --out at the end: the unlearned model and
+tokenizer (Hugging Face format), metrics.jsonl, summary.json.
+"""
+import argparse
+import copy
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from attribution import ClassifierConfig, load_classifier, train_classifier
+from data import (DareuError, add_config_args, check_out_path, config_from_args, load_records, owners_of, publish,
+                  resolve_forget, run_cli, split_records, staging_dir, synthetic_world, write_json)
+from evaluate import EvalConfig, evaluate_records
+from finetune import FinetuneConfig, batches, finetune, load_model, save_model, tiny_model, train_tokenizer
+from ppo import PPOConfig, gae, ppo_update, whiten
+from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
+from rollout import PolicyWithValue, RolloutConfig, forward_logprobs, generate
+
+
+@dataclass
+class UnlearnConfig:
+    iterations: int = 100            # PPO iterations (rollout + update)
+    prompts_per_iter: int = 64       # forget questions sampled per iteration (all, if fewer)
+    samples_per_prompt: int = 2      # responses sampled per question
+    target_attribution: float = 0.0  # > 0: stop once greedy forget answers' mean a_F is at most this
+    eval_every: int = 10             # iterations between greedy checks of the early stop
+    sample_every: int = 25           # iterations between printed (prompt, response, a_F, KL) samples
+    seed: int = 0                    # sampling, shuffling and initialisation seed
+
+
+# The embedded default: knobs that suit a tiny from-scratch model (explicit flags still win).
+WORLD_DEFAULTS = dict(lr=3e-4, iterations=40, temperature=1.0, eval_every=5, max_new_tokens=32, eval_max_new_tokens=48)
+WORLD_VERSION = "v1"
+
+
+def cache_dir():
+    return os.environ.get("DAREU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dareu")
+
+
+def build_world(folder, seed=0):
+    """The synthetic world, built by the same stages a user runs: data → tokenizer → original model
+    (all owners) → retain model (all but the last owner) → classifier. Cached; built atomically."""
+    if os.path.isfile(os.path.join(folder, "world.json")):
+        return
+    start = time.time()
+    stage = staging_dir(folder)
+    try:
+        records = synthetic_world(n_owners=8, seed=seed)
+        forget_owner = owners_of(records)[-1]
+        with open(os.path.join(stage, "records.jsonl"), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in records])
+        sft = FinetuneConfig(epochs=60, seed=seed)
+        for name, train in (("original", records), ("retain", split_records(records, [forget_owner])[1])):
+            model = tiny_model(tokenizer, seed=seed)
+            finetune(model, tokenizer, train, sft, desc=f"world: {name} model")
+            save_model(model, tokenizer, os.path.join(stage, name))
+        _, acc = train_classifier(records, os.path.join(stage, "classifier"), ClassifierConfig(seed=seed))
+        write_json(os.path.join(stage, "world.json"), {"forget": forget_owner, "seed": seed, "owners": owners_of(records),
+                                                       "classifier_heldout_accuracy": acc,
+                                                       "seconds": round(time.time() - start, 1)})
+        publish(stage, folder)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    print(f"built the default world in {time.time() - start:.0f} s: {folder}")
+
+
+def report_table(rows, columns):
+    """A markdown table: one row per metric, one column per model."""
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, values in rows.items():
+        lines.append(f"| {name} | " + " | ".join("-" if values.get(c) is None else f"{values[c]:.3f}" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
+            ppo_cfg, eval_cfg, metrics_path):
+    """Run DareU's PPO on `model` in place. Returns (iterations run, early stopped?)."""
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    policy = PolicyWithValue(model)
+    policy.eval()   # dropout off in rollout and update alike, so logprobs match
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=ppo_cfg.lr, weight_decay=0.0)
+    kl_ctl = AdaptiveKLController(reward_cfg)
+    retain_stream = batches(retain, ppo_cfg.retain_batch_size, rng)
+    questions = [r["question"] for r in forget]
+    bar = tqdm(range(1, cfg.iterations + 1), desc="DareU", dynamic_ncols=True)
+    with open(metrics_path, "w", encoding="utf-8") as log:
+        for it in bar:
+            t0 = time.time()
+            # 1. rollout: responses to forget questions, sampled from the current policy
+            prompts = rng.sample(questions, min(cfg.prompts_per_iter, len(questions))) * cfg.samples_per_prompt
+            roll = generate(model, tokenizer, prompts, rollout_cfg)
+            mask, R = roll["response_mask"].float(), roll["n_response"]
+            # 2. logprobs and values with the same padding, position ids and temperature
+            with torch.no_grad():
+                old = forward_logprobs(policy, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature)
+                ref = forward_logprobs(ref_model, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature)
+            # 3. reward: s = −a_F (or the missing-EOS penalty) at the last token, −β·KL per token
+            scores, a_forget = score_responses(classifier, prompts, roll["texts"], forget_owners, roll["has_eos"], reward_cfg)
+            rewards, kl = token_rewards(scores, old["logprobs"], ref["logprobs"], mask, kl_ctl.value)
+            # 4. advantages, then the PPO epochs
+            advantages, returns = gae(rewards, old["values"], mask, ppo_cfg.gamma, ppo_cfg.lam)
+            batch = dict(roll, logprobs=old["logprobs"], values=old["values"], returns=returns,
+                         advantages=whiten(advantages, mask), response_mask=mask)
+            stats = ppo_update(policy, ref_model, optimizer, tokenizer, batch, ppo_cfg, rollout_cfg.temperature,
+                               retain_stream, generator)
+            seq_kl = kl.sum(-1).mean().item()
+            kl_ctl.update(seq_kl, len(prompts))
+            # 5. log
+            line = {"iteration": it, "score": scores.mean().item(), "attribution": a_forget.mean().item(),
+                    "kl": seq_kl, "reward": rewards.sum(-1).mean().item(), "kl_coef": kl_ctl.value,
+                    "eos_rate": roll["has_eos"].float().mean().item(), "response_tokens": mask.sum(-1).mean().item(),
+                    **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]},
+                    "first_ratio": stats[0]["ratio"], "tokens_per_s": mask.sum().item() / (time.time() - t0)}
+            if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations):
+                greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
+                                                                              batch_size=eval_cfg.batch_size), greedy=True)
+                line["greedy_attribution"] = classifier.forget_attribution(questions, greedy["texts"], forget_owners).mean().item()
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+            bar.set_postfix(reward=f"{line['reward']:.3f}", a_F=f"{line['attribution']:.3f}", kl=f"{seq_kl:.2f}")
+            if cfg.sample_every and it % cfg.sample_every == 0:
+                for j in range(min(2, len(prompts))):
+                    tqdm.write(f"  [{it}] Q: {prompts[j]}\n       A: {roll['texts'][j]}\n"
+                               f"       a_F {a_forget[j]:.3f}  KL {kl[j].sum():.2f}")
+            if cfg.target_attribution > 0 and line.get("greedy_attribution", 1.0) <= cfg.target_attribution:
+                tqdm.write(f"early stop at iteration {it}: greedy forget attribution "
+                           f"{line['greedy_attribution']:.3f} <= {cfg.target_attribution}")
+                return it, True
+    return cfg.iterations, False
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="DareU: unlearn data owners by de-attribution (PPO against a "
+                                            "classifier LLM). With no --model, runs on the embedded synthetic world.")
+    p.add_argument("--model", help="the model to unlearn: a Hugging Face folder (never modified)")
+    p.add_argument("--forget", help="owners to forget: names (comma-separated), forget01/05/10, or a file of records")
+    p.add_argument("--data", help="owner-labelled data: JSON/JSONL records or a TOFU folder")
+    p.add_argument("--classifier", help="a trained classifier folder (attribution.py), or an instruct model for "
+                                        "zero-shot attribution")
+    p.add_argument("--retain-model", help="a model trained without the forget owners, for the report")
+    p.add_argument("--out", default="unlearned", help="output folder (default: ./unlearned)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights dtype (auto: the checkpoint's)")
+    for cls in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig):
+        add_config_args(p, cls)
+    p.add_argument("--eval-max-new-tokens", type=int, default=200, help="greedy answer length in the report")
+    args = p.parse_args(argv)
+    if args.model is None:
+        p.set_defaults(**WORLD_DEFAULTS)
+        args = p.parse_args(argv)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    # 0. inputs: checked before anything heavy runs, and never written to
+    if args.model is None:
+        world = os.path.join(cache_dir(), f"world-{WORLD_VERSION}-seed{args.seed}")
+        build_world(world, args.seed)
+        with open(os.path.join(world, "world.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+        args.model, args.classifier = os.path.join(world, "original"), os.path.join(world, "classifier")
+        args.retain_model = args.retain_model or os.path.join(world, "retain")
+        args.data, args.forget = args.data or os.path.join(world, "records.jsonl"), args.forget or meta["forget"]
+    if not args.data or not args.forget or not args.classifier:
+        raise DareuError("--model needs --data, --forget and --classifier (or run with no --model for the default world)")
+    check_out_path(args.out, {"--model": args.model, "--data": args.data, "--classifier": args.classifier,
+                              "--retain-model": args.retain_model})
+    records = load_records(args.data)
+    forget_owners = resolve_forget(args.forget, records)
+    forget, retain = split_records(records, forget_owners)
+    for name, path in (("--model", args.model), ("--classifier", args.classifier), ("--retain-model", args.retain_model)):
+        if path and not os.path.isdir(path):
+            raise DareuError(f"{name}: no such model folder: {path}")
+    cfg, rollout_cfg, reward_cfg, ppo_cfg = (config_from_args(c, args) for c in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig))
+    eval_cfg = EvalConfig(max_new_tokens=args.eval_max_new_tokens)
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+
+    # 1. models: the policy starts as the original, the reference stays the original
+    model, tokenizer = load_model(args.model, args.device, dtype)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    classifier = load_classifier(args.classifier, owners_of(records), args.device)
+    print(f"forgetting {len(forget_owners)} owner(s) ({len(forget)} questions: {', '.join(forget_owners[:5])}"
+          f"{' ...' if len(forget_owners) > 5 else ''}); retaining {len(retain)} records")
+
+    # 2. before: the original (and retain) model on forget and retain questions
+    results = {"original": evaluate_records(ref_model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)}
+    if args.retain_model:
+        retain_model, retain_tok = load_model(args.retain_model, args.device, dtype)
+        results["retain"] = evaluate_records(retain_model, retain_tok, forget, retain, eval_cfg, classifier, forget_owners)
+        del retain_model
+
+    # 3. unlearn, writing into a staging folder that becomes --out only when complete
+    stage = staging_dir(args.out)
+    try:
+        iterations, stopped = unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg,
+                                      rollout_cfg, reward_cfg, ppo_cfg, eval_cfg, os.path.join(stage, "metrics.jsonl"))
+        results["unlearned"] = evaluate_records(model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)
+        model.save_pretrained(stage)
+        tokenizer.save_pretrained(stage)
+        columns = list(results)
+        metrics = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_prob", "retain_prob")
+        summary = {m: {c: results[c][m] for c in columns} for m in metrics}
+        summary.update(forget_owners=forget_owners, iterations=iterations, early_stopped=stopped,
+                       seconds=round(time.time() - start, 1), model=args.model, classifier=args.classifier,
+                       retain_model=args.retain_model, data=args.data,
+                       config={k: v for k, v in vars(args).items() if k not in ("model", "classifier", "retain_model", "data")},
+                       answers={c: results[c]["per_question"] for c in columns})
+        write_json(os.path.join(stage, "summary.json"), summary)
+        publish(stage, args.out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    print(report_table({m: summary[m] for m in metrics}, columns))
+    print(f"saved the unlearned model, metrics.jsonl and summary.json to {args.out} ({summary['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    run_cli(main)
