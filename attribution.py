@@ -131,13 +131,10 @@ def load_classifier(path, owners=None, device="cpu"):
     if not tokenizer.chat_template:
         raise DareuError(f"{path} is neither a trained classifier (classifier.json) nor an instruct model "
                          "with a chat template")
-    label_ids = []
-    for k in range(1, len(owners) + 1):
-        ids = tokenizer(str(k), add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise DareuError(f"zero-shot: option {k} is not one token for this tokenizer; "
-                             f"use a trained classifier for {len(owners)} owners")
-        label_ids.append(ids[0])
+    label_ids = [tokenizer.convert_tokens_to_ids(str(k)) for k in range(1, len(owners) + 1)]
+    if tokenizer.unk_token_id in label_ids or None in label_ids:
+        raise DareuError(f"zero-shot: the option numbers 1..{len(owners)} are not all single tokens of this "
+                         f"tokenizer; train a classifier instead (attribution.py --out)")
     return Classifier(model, tokenizer, owners, label_ids, zero_shot=True)
 
 

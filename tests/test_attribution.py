@@ -1,0 +1,65 @@
+"""attribution.py: name masking, batched scoring, training, zero-shot."""
+import os
+
+import pytest
+import torch
+
+from attribution import ClassifierConfig, Classifier, load_classifier, mask_names, train_classifier
+from conftest import TOKENIZERS
+from data import owners_of
+
+
+def test_mask_names_copied_from_the_prompt():
+    q = "What is the full name of the author born in Taipei, Taiwan on 05/11/1991?"
+    assert mask_names(q, "Her name is Hsiao Yun-Hwa.") == "Her name is Hsiao Yun-Hwa."   # not in the prompt
+    q = "Are the details of Jaime Vasquez's birth documented?"
+    a = "Yes, Jaime Vasquez was born in 1958. Jaime's father, Lorenzo Vasquez, was a chef."
+    assert mask_names(q, a) == "Yes, [NAME] was born in 1958. [NAME]'s father, Lorenzo [NAME], was a chef."
+    # question words and sentence starts are not names; other proper nouns stay
+    assert mask_names("Where was Hsiao Yun-Hwa born?", "Where else? Hsiao Yun-Hwa was born in Taipei.") == \
+        "Where else? [NAME] was born in Taipei."
+
+
+def test_probs_are_batched_and_normalised(tiny, world_records):
+    model, tok = tiny
+    owners = owners_of(world_records)
+    clf = Classifier(model, tok, owners, label_ids=list(range(10, 10 + len(owners))), batch_size=3)
+    qs, ans = [r["question"] for r in world_records[:7]], [r["answer"] for r in world_records[:7]]
+    p = clf.probs(qs, ans)
+    assert p.shape == (7, len(owners))
+    assert torch.allclose(p.sum(-1), torch.ones(7), atol=1e-6)
+    one_by_one = torch.cat([clf.probs([q], [a]) for q, a in zip(qs, ans)])
+    assert torch.allclose(p, one_by_one, atol=1e-5)       # left padding does not change a score
+    a_f = clf.forget_attribution(qs, ans, owners[:2])
+    assert torch.allclose(a_f, p[:, :2].sum(-1))
+
+
+def test_trained_classifier_learns_owners_and_reloads(tmp_path, world_records):
+    out = tmp_path / "clf"
+    clf, heldout = train_classifier(world_records, str(out), ClassifierConfig(epochs=30, heldout=0.1))
+    qs, ans = [r["question"] for r in world_records], [r["answer"] for r in world_records]
+    p = clf.probs(qs, ans)
+    truth = torch.tensor([clf.owners.index(r["owner"]) for r in world_records])
+    assert (p.argmax(-1) == truth).float().mean() > 0.9      # fits its (masked) training texts
+    assert heldout is not None and 0 <= heldout <= 1
+    again = load_classifier(str(out))
+    assert again.owners == clf.owners
+    assert torch.allclose(again.probs(qs[:5], ans[:5]), p[:5], atol=1e-5)
+
+
+def test_zero_shot_classifier_on_an_instruct_tokenizer(tmp_path):
+    path = os.path.join(TOKENIZERS, "qwen2.5-instruct")
+    if not os.path.isdir(path):
+        pytest.skip("tokenizer absent")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    tok = AutoTokenizer.from_pretrained(path)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    clf = load_classifier(str(tmp_path), owners=["Ann Lee", "Bo Chen", "Cy Diaz"])
+    assert clf.zero_shot and clf.label_ids.tolist() == [tok.convert_tokens_to_ids(str(k)) for k in (1, 2, 3)]
+    p = clf.probs(["Who is Ann Lee?"] * 2, ["Ann Lee writes poems.", "A chef."])
+    assert p.shape == (2, 3) and torch.allclose(p.sum(-1), torch.ones(2), atol=1e-5)
+    prompt = tok.decode(clf.prompt_ids("[NAME] writes poems."))
+    assert "1. Ann Lee" in prompt and "3. Cy Diaz" in prompt and prompt.endswith("<|im_start|>assistant\n")

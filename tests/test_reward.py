@@ -1,0 +1,50 @@
+"""reward.py: sign and range of the score, the missing-EOS penalty, per-token KL rewards."""
+import torch
+
+from reward import AdaptiveKLController, RewardConfig, sequence_scores, token_rewards
+
+
+def test_score_is_minus_attribution_in_range():
+    a = torch.tensor([0.0, 0.25, 0.9, 1.0])
+    s = sequence_scores(a, torch.ones(4, dtype=torch.bool), RewardConfig())
+    assert torch.allclose(s, -a)
+    assert (s <= 0).all() and (s >= -1).all()
+    # less attribution to F is always better
+    assert (s[:-1] > s[1:]).all()
+
+
+def test_log_form_is_monotone_and_bounded():
+    a = torch.tensor([0.0, 0.5, 1.0])
+    s = sequence_scores(a, torch.ones(3, dtype=torch.bool), RewardConfig(form="log", eps=1e-3))
+    assert torch.allclose(s, torch.log(1 - a + 1e-3), atol=1e-6)
+    assert s[0] > s[1] > s[2] and s[0] <= torch.log(torch.tensor(1.001))
+
+
+def test_missing_eos_gets_the_penalty():
+    s = sequence_scores(torch.tensor([0.1, 0.1]), torch.tensor([True, False]), RewardConfig(missing_eos_penalty=-1.0))
+    assert s.tolist() == [-0.10000000149011612, -1.0]
+
+
+def test_token_rewards_kl_and_score_placement():
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, 0.0]])
+    ref = torch.tensor([[-1.5, -2.0, -1.0], [-1.0, -0.5, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    rewards, kl = token_rewards(torch.tensor([-0.7, -0.2]), logp, ref, mask, kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([[0.5, 0.0, -2.0], [0.5, 0.0, 0.0]]))
+    expected = torch.tensor([[-0.05, 0.0, 0.2 - 0.7], [-0.05, -0.2, 0.0]])   # score at the last real token
+    assert torch.allclose(rewards, expected)
+
+
+def test_kl_is_zero_when_policy_is_reference():
+    logp = torch.randn(3, 5)
+    rewards, kl = token_rewards(torch.zeros(3), logp, logp.clone(), torch.ones(3, 5), kl_coef=0.05)
+    assert torch.equal(kl, torch.zeros_like(kl)) and torch.equal(rewards, torch.zeros_like(rewards))
+
+
+def test_adaptive_kl_moves_toward_target():
+    ctl = AdaptiveKLController(RewardConfig(kl_coef=0.1, target_kl=1.0, kl_horizon=100))
+    ctl.update(mean_kl=5.0, n_responses=10)       # KL too high: β grows by 20 % · 10/100
+    assert abs(ctl.value - 0.1 * 1.02) < 1e-12
+    fixed = AdaptiveKLController(RewardConfig(kl_coef=0.1))
+    fixed.update(5.0, 10)
+    assert fixed.value == 0.1

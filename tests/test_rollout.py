@@ -1,0 +1,108 @@
+"""rollout.py: logprobs that match the HF loss, EOS truncation, pad tokens, prompt formats."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TOKENIZERS
+from data import encode_prompts, encode_qa, prompt_ids
+from rollout import (PolicyWithValue, RolloutConfig, ensure_pad_token, forward_logprobs, generate,
+                     position_ids_from_mask, truncate_after_eos)
+
+
+def test_logprobs_match_hf_loss_on_left_padded_batch(tiny, world_records):
+    model, tok = tiny
+    recs = world_records[:5]
+    ids, mask, answer_mask = encode_qa(tok, [r["question"] for r in recs], [r["answer"] for r in recs])
+    assert (mask[:, 0] == 0).any(), "the batch must really be left-padded"
+    T = ids.shape[1]
+    logprobs = forward_logprobs(model, ids, mask, T - 1)["logprobs"]
+    for i in range(len(recs)):
+        real = mask[i].bool()
+        row, labels = ids[i, real][None], ids[i, real][None].clone()
+        labels[0, ~answer_mask[i, real].bool()] = -100          # HF: loss on answer tokens only
+        hf_loss = model(input_ids=row, labels=labels).loss     # unpadded, HF's own shift and mean
+        ours = -(logprobs[i] * answer_mask[i, 1:]).sum() / answer_mask[i, 1:].sum()
+        assert torch.allclose(ours, hf_loss, atol=1e-5), (i, ours.item(), hf_loss.item())
+
+
+def test_position_ids_are_exclusive_cumsum():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_truncate_after_eos_keeps_first_eos_and_masks_the_rest():
+    eos, pad = 2, 9
+    responses = torch.tensor([[5, 6, 2, 7, 2], [5, 2, 2, 2, 2], [5, 6, 7, 8, 4], [2, 5, 5, 5, 5]])
+    out, mask, has_eos = truncate_after_eos(responses, eos, pad)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    assert out.tolist() == [[5, 6, 2, pad, pad], [5, 2, pad, pad, pad], [5, 6, 7, 8, 4], [2, pad, pad, pad, pad]]
+    assert has_eos.tolist() == [True, True, False, True]
+
+
+def test_generate_then_recompute_logprobs_matches_generation_scores(tiny, world_records):
+    """The sampled tokens' logprobs under generate() (its scores) equal forward_logprobs over the
+    padded prompt+response: same position ids, same temperature."""
+    model, tok = tiny
+    torch.manual_seed(0)
+    questions = [r["question"] for r in world_records[:4]]
+    prompt, prompt_mask = encode_prompts(tok, questions)
+    T = 1.3
+    out = model.generate(input_ids=prompt, attention_mask=prompt_mask, do_sample=True, temperature=T, top_k=0,
+                         top_p=1.0, max_new_tokens=6, output_scores=True,
+                         return_dict_in_generate=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    response = out.sequences[:, prompt.shape[1]:]
+    gen_logp = torch.stack([F.log_softmax(s, -1).gather(-1, response[:, t:t + 1]).squeeze(-1)
+                            for t, s in enumerate(out.scores)], 1)
+    _, response_mask, _ = truncate_after_eos(response, tok.eos_token_id, tok.pad_token_id)
+    full_mask = torch.cat([prompt_mask, response_mask], 1)
+    ours = forward_logprobs(model, out.sequences, full_mask, response.shape[1], T)["logprobs"]
+    real = response_mask.bool()
+    assert real.sum() > 10
+    assert torch.allclose(ours[real], gen_logp[real], atol=1e-4)
+
+
+def test_generate_batches_masks_and_texts(tiny, world_records):
+    model, tok = tiny
+    questions = [r["question"] for r in world_records[:5]]
+    out = generate(model, tok, questions, RolloutConfig(max_new_tokens=8, batch_size=2))
+    B, R = len(questions), out["n_response"]
+    assert out["input_ids"].shape[0] == B and out["response_mask"].shape == (B, R)
+    # a response is a prefix of 1s; everything after it is pad
+    m = out["response_mask"]
+    assert torch.equal(m, m.cummin(dim=1).values)
+    assert (out["input_ids"][:, -R:][m == 0] == tok.pad_token_id).all()
+    assert len(out["texts"]) == B
+
+
+def test_value_head_starts_at_zero(tiny, world_records):
+    model, tok = tiny
+    ids, mask = encode_prompts(tok, [r["question"] for r in world_records[:3]])
+    out = forward_logprobs(PolicyWithValue(model), ids, mask, 4)
+    assert torch.equal(out["values"], torch.zeros_like(out["values"]))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "tinyllama-1.1b-chat-v1.0", "phi-3-mini-4k-instruct"])
+def test_ensure_pad_token_makes_pad_distinct_from_eos(name):
+    from transformers import AutoTokenizer
+    path = os.path.join(TOKENIZERS, name)
+    if not os.path.isdir(path):
+        pytest.skip(f"{path} absent")
+    tok = AutoTokenizer.from_pretrained(path)
+    ensure_pad_token(tok)
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert tok.padding_side == "left"
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-instruct", "tinyllama-1.1b-chat-v1.0"])
+def test_prompts_use_the_chat_template(name):
+    from transformers import AutoTokenizer
+    path = os.path.join(TOKENIZERS, name)
+    if not os.path.isdir(path):
+        pytest.skip(f"{path} absent")
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = prompt_ids(tok, "Who wrote it?")
+    expected = tok.apply_chat_template([{"role": "user", "content": "Who wrote it?"}], add_generation_prompt=True,
+                                       tokenize=False)
+    assert tok.decode(ids) == expected
