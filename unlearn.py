@@ -49,7 +49,8 @@ class UnlearnConfig:
 
 
 # The embedded default: knobs that suit a tiny from-scratch model (explicit flags still win).
-WORLD_DEFAULTS = dict(lr=3e-4, iterations=40, temperature=1.0, eval_every=5, max_new_tokens=32, eval_max_new_tokens=48)
+WORLD_DEFAULTS = dict(lr=1e-4, kl_coef=0.1, epochs=2, iterations=60, eval_every=5, max_new_tokens=32,
+                      eval_max_new_tokens=48)
 WORLD_VERSION = "v1"
 
 
