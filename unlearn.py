@@ -91,7 +91,7 @@ def report_table(rows, columns):
     """A markdown table: one row per metric, one column per model."""
     lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join("-" if values.get(c) is None else f"{values[c]:.3f}" for c in columns) + " |")
+        lines.append(f"| {name} | " + " | ".join("-" if values.get(c) is None else f"{values[c]:.3g}" for c in columns) + " |")
     return "\n".join(lines)
 
 
