@@ -236,13 +236,6 @@ def greedy_answers(model, tokenizer, questions, cfg, desc="generate"):
     return texts
 
 
-def forget_attribution(classifier, questions, responses, forget_owners, batch_size):
-    """a_F = Σ_{o∈F} p(o | masked response) of each response, as a list."""
-    return [float(a) for i in range(0, len(questions), batch_size)
-            for a in classifier.forget_attribution(questions[i:i + batch_size], responses[i:i + batch_size],
-                                                   forget_owners)]
-
-
 def score_set(model, tokenizer, s, cfg, classifier=None, forget_owners=None):
     """Every per-question value on one set, and its aggregates."""
     name, questions, n = s["name"], s["questions"], len(s["questions"])
@@ -262,7 +255,7 @@ def score_set(model, tokenizer, s, cfg, classifier=None, forget_owners=None):
     # 3. Greedy answers, ROUGE-L recall against the gold answer, attribution
     generated = greedy_answers(model, tokenizer, questions, cfg, desc=f"{name} generate")
     rouge = [rouge_l_recall(g, a) for g, a in zip(generated, s["answers"])]
-    attribution = (forget_attribution(classifier, questions, generated, forget_owners, cfg.batch_size)
+    attribution = (classifier.forget_attribution(questions, generated, forget_owners).tolist()
                    if classifier is not None else None)
     return {"prob": float(prob.mean()), "rouge": float(np.mean(rouge)),
             "truth_ratio": truth_ratio_score(ratios, forget=name == "forget") if perturbed else None,

@@ -85,8 +85,14 @@ def load_model(path, device="cpu", dtype=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if not os.path.isdir(path):
         raise DareuError(f"no such model folder: {path}")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto").to(device).eval()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DareuError(f"--device {device}: no CUDA device here (use --device cpu)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+    except (OSError, ValueError, KeyError) as e:
+        raise DareuError(f"cannot load a causal LM and tokenizer from {path}: {str(e).splitlines()[0]}") from None
+    model = model.to(device).eval()
     ensure_pad_token(tokenizer, model)
     return model, tokenizer
 
@@ -105,19 +111,20 @@ def nll(model, tokenizer, batch):
     return -logp.sum() / n.sum()
 
 
-def objective_loss(cfg, model, ref_model, tokenizer, forget_batch, retain_batch):
-    """The loss of one step for cfg.objective (table in the module docstring)."""
+def objective_loss(cfg, model, ref_model, tokenizer, batch, retain_batch):
+    """The loss of one step for cfg.objective (table in the module docstring); `batch` is the
+    training batch for sft and the forget batch D_F otherwise."""
     if cfg.objective == "sft":
-        return nll(model, tokenizer, forget_batch)   # here "forget_batch" is simply the training batch
+        return nll(model, tokenizer, batch)
     if cfg.objective in ("ga", "graddiff"):
-        loss = -nll(model, tokenizer, forget_batch)
+        loss = -nll(model, tokenizer, batch)
     elif cfg.objective in ("npo", "npo_gd"):
-        logp, _ = answer_logprobs(model, tokenizer, forget_batch)
+        logp, _ = answer_logprobs(model, tokenizer, batch)
         with torch.no_grad():
-            ref_logp, _ = answer_logprobs(ref_model, tokenizer, forget_batch)
+            ref_logp, _ = answer_logprobs(ref_model, tokenizer, batch)
         loss = -(2 / cfg.npo_beta) * F.logsigmoid(-cfg.npo_beta * (logp - ref_logp)).mean()
     else:  # simnpo
-        logp, n = answer_logprobs(model, tokenizer, forget_batch)
+        logp, n = answer_logprobs(model, tokenizer, batch)
         loss = -(2 / cfg.npo_beta) * F.logsigmoid(-cfg.npo_beta * logp / n - cfg.simnpo_gamma).mean()
     if cfg.objective in ("graddiff", "npo_gd"):
         loss = loss + nll(model, tokenizer, retain_batch)
@@ -148,12 +155,12 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
     # one-cycle: lr(s) = lr·s/warmup while warming up, then lr·½(1 + cos(π·progress))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: s / warmup if s < warmup else
                                                  0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
-    forget_stream = batches(records, cfg.batch_size, rng)
+    stream = batches(records, cfg.batch_size, rng)
     retain_stream = batches(retain_records, cfg.batch_size, rng) if retain_records else None
-    model.eval()   # dropout off: the tiny configs have none, and real models are fine-tuned gently
+    model.eval()   # dropout off, as in rollout and evaluation (the tiny configs have none anyway)
     bar = tqdm(range(steps), desc=desc, dynamic_ncols=True)
     for _ in bar:
-        loss = objective_loss(cfg, model, ref_model, tokenizer, next(forget_stream),
+        loss = objective_loss(cfg, model, ref_model, tokenizer, next(stream),
                               next(retain_stream) if retain_stream else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

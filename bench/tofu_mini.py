@@ -56,22 +56,23 @@ class BenchConfig:
     authors: int = 40             # N owners: the first N − k authors of full and the last k
     forget_fraction: float = 0.1  # k = round(N · this) forget authors
     layers: int = 4               # from-scratch model: transformer layers
-    d_model: int = 256            # from-scratch model: hidden size
-    sft_epochs: float = 30.0      # original / retain fine-tuning epochs (SPEC §11: ~30 to learn the answers)
+    d_model: int = 128            # from-scratch model: hidden size
+    sft_epochs: float = 40.0      # original / retain fine-tuning epochs (enough to learn the answers)
     classifier_epochs: float = 20.0  # classifier training epochs
     iterations: int = 40          # DareU PPO iterations; baselines get the same number of optimiser steps
-    lr: float = 1e-4              # learning rate of DareU and of every baseline
-    kl_coef: float = 0.1          # DareU's β
+    lr: float = 3e-4              # learning rate of DareU and of every baseline
+    kl_coef: float = 0.05         # DareU's β
+    reward_form: str = "neg"      # DareU's score: "neg" (−a_F) or "log" (log(1 − a_F + ε))
     retain_coef: float = 1.0      # DareU's λ_retain
     ppo_epochs: int = 2           # DareU's PPO epochs per rollout
     max_questions: int = 0        # per evaluation set: 0 = all
     max_new_tokens: int = 200     # greedy answer length in the evaluation (TOFU: 200)
     seed: int = 0                 # every seed of the bench
+    methods: str = "dareu," + ",".join(BASELINES)  # which methods to run (comma-separated)
     work: str = os.path.join(ROOT, "bench", "work")  # cache of the built models (ignored by git)
 
 
-QUICK = dict(authors=20, layers=2, d_model=128, sft_epochs=40.0, classifier_epochs=20.0, iterations=20,
-             max_questions=40, max_new_tokens=64)
+QUICK = dict(authors=20, layers=2, sft_epochs=40.0, max_questions=40, max_new_tokens=64)
 
 
 def select_owners(records, cfg):
@@ -136,22 +137,23 @@ def run_methods(cfg, records, forget, folder):
     ppo_cfg = PPOConfig(lr=cfg.lr, epochs=cfg.ppo_epochs, retain_coef=cfg.retain_coef)
     n_rollout = min(unlearn_cfg.prompts_per_iter, len(forget_recs)) * unlearn_cfg.samples_per_prompt
     steps = cfg.iterations * cfg.ppo_epochs * -(-n_rollout // ppo_cfg.minibatch_size)
-    methods = {}
-    start = time.time()
-    model = copy.deepcopy(original)
-    metrics_path = os.path.join(folder, "dareu_metrics.jsonl")
-    unlearn(model, tokenizer, original, classifier, forget_recs, retain_recs, forget, unlearn_cfg,
-            RolloutConfig(max_new_tokens=64), RewardConfig(kl_coef=cfg.kl_coef), ppo_cfg,
-            EvalConfig(max_new_tokens=64), metrics_path)
-    methods["dareu"] = (model, round(time.time() - start, 1), steps)
-    for objective in BASELINES:
+    methods, curve = {}, []
+    for method in cfg.methods.split(","):
         start = time.time()
         model = copy.deepcopy(original)
-        finetune(model, tokenizer, forget_recs, FinetuneConfig(objective=objective, steps=steps, lr=cfg.lr,
-                                                               seed=cfg.seed), retain_recs, desc=objective)
-        methods[objective] = (model.eval(), round(time.time() - start, 1), steps)
-    with open(metrics_path, encoding="utf-8") as f:
-        curve = [json.loads(line) for line in f]
+        if method == "dareu":
+            metrics_path = os.path.join(folder, "dareu_metrics.jsonl")
+            unlearn(model, tokenizer, original, classifier, forget_recs, retain_recs, forget, unlearn_cfg,
+                    RolloutConfig(max_new_tokens=64), RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), ppo_cfg,
+                    EvalConfig(max_new_tokens=64), metrics_path)
+            with open(metrics_path, encoding="utf-8") as f:
+                curve = [json.loads(line) for line in f]
+        elif method in BASELINES:
+            finetune(model, tokenizer, forget_recs, FinetuneConfig(objective=method, steps=steps, lr=cfg.lr,
+                                                                   seed=cfg.seed), retain_recs, desc=method)
+        else:
+            raise DareuError(f"unknown method {method!r}; choose from dareu, {', '.join(BASELINES)}")
+        methods[method] = (model.eval(), round(time.time() - start, 1), steps)
     return tokenizer, classifier, methods, curve
 
 
@@ -166,7 +168,7 @@ def plot(results, curve, path):
         ax1.annotate(name, (r["retain_utility"], max(r["forget_quality"], 1e-30)), fontsize=8)
     ax1.set(xlabel="retain utility (hmean of retain Prob, ROUGE-L, truth ratio)", ylabel="Forget Quality (KS p)",
             yscale="log", title="TOFU-mini: forgetting vs utility")
-    ax2.plot([c["iteration"] for c in curve], [c["attribution"] for c in curve], label="sampled a_F")
+    ax2.plot([c["iteration"] for c in curve], [c["attribution"] for c in curve], label="sampled a_F")   # [] if no DareU
     greedy = [c for c in curve if "greedy_attribution" in c]
     ax2.plot([c["iteration"] for c in greedy], [c["greedy_attribution"] for c in greedy], "o-", label="greedy a_F")
     ax2.set(xlabel="PPO iteration", ylabel="forget attribution", title="DareU", ylim=(0, 1))

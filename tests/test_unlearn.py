@@ -103,3 +103,9 @@ def test_bad_inputs_exit_with_one_line_and_write_nothing(bad_input_case, tmp_pat
 
     proc, out = run(model=str(tmp_path / "no-model"))
     assert_one_line_error(proc, out, "no such model folder")
+
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "config.json").write_text("{}")
+    proc, out = run(model=str(not_a_model))
+    assert_one_line_error(proc, out, "cannot load", "not-a-model")
