@@ -31,7 +31,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 
-import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +61,7 @@ class BenchConfig:
     iterations: int = 40          # DareU PPO iterations; baselines get the same number of optimiser steps
     lr: float = 3e-4              # learning rate of DareU and of every baseline
     kl_coef: float = 0.05         # DareU's β
-    reward_form: str = "neg"      # DareU's score: "neg" (−a_F) or "log" (log(1 − a_F + ε))
+    reward_form: str = "log"      # DareU's score: "log" (log(1 − a_F + ε), best here) or "neg" (−a_F)
     retain_coef: float = 1.0      # DareU's λ_retain
     ppo_epochs: int = 2           # DareU's PPO epochs per rollout
     max_questions: int = 0        # per evaluation set: 0 = all
