@@ -36,10 +36,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (SPLIT_PERCENT, DareuError, add_config_args, config_from_args, encode_qa, load_records,
+from data import (SPLIT_PERCENT, DareuError, add_config_args, config_from_args, load_records,
                   owners_of, prompt_ids, read_json_records, resolve_forget, run_cli, split_records, synthetic_world,
                   write_json)
-from rollout import RolloutConfig, forward_logprobs, generate
+from finetune import answer_logprobs, load_model
+from rollout import RolloutConfig, generate
 
 try:  # optional reference implementations
     import scipy.stats
@@ -218,12 +219,9 @@ def answer_nll(model, tokenizer, questions, answers, batch_size=16, desc="nll"):
     """NLL(a|q) per pair, teacher-forced on left-padded batches. Returns a float64 array [N]."""
     out = []
     for i in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False):
-        ids, mask, answer_mask = encode_qa(tokenizer, questions[i:i + batch_size], answers[i:i + batch_size])
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        # log p of tokens 1..T−1 (n_response = T − 1); answer_mask[:, 1:] picks the answer tokens
-        logprobs = forward_logprobs(model, ids, mask, ids.shape[1] - 1)["logprobs"].double()
-        m = answer_mask[:, 1:].to(logprobs)
-        out.append((-(logprobs * m).sum(1) / m.sum(1)).cpu())
+        pairs = zip(questions[i:i + batch_size], answers[i:i + batch_size])
+        logp, n = answer_logprobs(model, tokenizer, [{"question": q, "answer": a} for q, a in pairs])
+        out.append((-logp.double() / n).cpu())
     return torch.cat(out).numpy()
 
 
@@ -379,7 +377,6 @@ def load_retain_json(path, sets, cfg):
 # 6. CLI
 
 def main():
-    from finetune import load_model
     p = argparse.ArgumentParser(description="Evaluate models on the forget/retain split (TOFU metrics, "
                                             "Tug-of-War, attribution); prints a table, writes every value as JSON.")
     p.add_argument("--model", action="append", required=True, help="model folder to evaluate (repeat for several)")
