@@ -311,6 +311,13 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+def write_jsonl(path, records):
+    """Write records as JSON Lines atomically (temp file + rename)."""
+    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    os.replace(f"{path}.tmp", path)
+
+
 def main():
     p = argparse.ArgumentParser(description="Load owner-labelled data and show the forget/retain split.")
     p.add_argument("--data", help="JSON/JSONL records or a TOFU folder (default: the synthetic world)")
@@ -324,9 +331,7 @@ def main():
         forget, retain = split_records(records, resolve_forget(args.forget, records))
         print(f"forget: {len(forget)} records of {len(owners_of(forget))} owners; retain: {len(retain)} records")
     if args.write:
-        with open(args.write + ".tmp", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        os.replace(args.write + ".tmp", args.write)
+        write_jsonl(args.write, records)
 
 
 if __name__ == "__main__":

@@ -332,15 +332,21 @@ SUMMARY_ROWS = (("forget_quality", "Forget quality (KS p)"), ("model_utility", "
 SET_ROWS = (("prob", "Prob"), ("rouge", "ROUGE-L"), ("truth_ratio", "Truth ratio"), ("attribution", "a_F"))
 
 
+def format_table(rows, columns):
+    """A markdown table from {row label: {column: value or None}}; rows without any value are left out."""
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join("n/a" if values.get(c) is None else f"{values[c]:.4g}" for c in columns)
+              + " |" for label, values in rows.items() if any(values.get(c) is not None for c in columns)]
+    return "\n".join(lines)
+
+
 def markdown_table(models):
     """One column per model, one row per metric that some model has."""
-    results, set_names = list(models.values()), list(next(iter(models.values()))["sets"])
-    rows = [(label, [r[key] for r in results]) for key, label in SUMMARY_ROWS]
-    rows += [(f"{s} {label}", [r["sets"][s][key] for r in results]) for s in set_names for key, label in SET_ROWS]
-    lines = ["| metric | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in values) + " |"
-              for label, values in rows if any(v is not None for v in values)]
-    return "\n".join(lines)
+    set_names = list(next(iter(models.values()))["sets"])
+    rows = {label: {n: r[key] for n, r in models.items()} for key, label in SUMMARY_ROWS}
+    rows.update({f"{s} {label}": {n: r["sets"][s][key] for n, r in models.items()}
+                 for s in set_names for key, label in SET_ROWS})
+    return format_table(rows, list(models))
 
 
 def column_names(paths):

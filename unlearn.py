@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from attribution import ClassifierConfig, load_classifier, train_classifier
 from data import (DareuError, add_config_args, check_out_path, config_from_args, load_records, owners_of, publish,
-                  resolve_forget, run_cli, split_records, staging_dir, synthetic_world, write_json)
-from evaluate import EvalConfig, evaluate_records
+                  resolve_forget, run_cli, split_records, staging_dir, synthetic_world, write_json, write_jsonl)
+from evaluate import EvalConfig, evaluate_records, format_table
 from finetune import FinetuneConfig, batches, finetune, load_model, save_model, tiny_model, train_tokenizer
 from ppo import PPOConfig, gae, ppo_update, whiten
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
@@ -68,8 +68,7 @@ def build_world(folder, seed=0):
     try:
         records = synthetic_world(n_owners=8, seed=seed)
         forget_owner = owners_of(records)[-1]
-        with open(os.path.join(stage, "records.jsonl"), "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+        write_jsonl(os.path.join(stage, "records.jsonl"), records)
         tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in records])
         sft = FinetuneConfig(epochs=60, seed=seed)
         for name, train in (("original", records), ("retain", split_records(records, [forget_owner])[1])):
@@ -85,14 +84,6 @@ def build_world(folder, seed=0):
         shutil.rmtree(stage, ignore_errors=True)
         raise
     print(f"built the default world in {time.time() - start:.0f} s: {folder}")
-
-
-def report_table(rows, columns):
-    """A markdown table: one row per metric, one column per model."""
-    lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join("-" if values.get(c) is None else f"{values[c]:.3g}" for c in columns) + " |")
-    return "\n".join(lines)
 
 
 def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
@@ -238,7 +229,7 @@ def main(argv=None):
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    print(report_table({m: summary[m] for m in metrics}, columns))
+    print(format_table({m: summary[m] for m in metrics}, columns))
     print(f"saved the unlearned model, metrics.jsonl and summary.json to {args.out} ({summary['seconds']:.0f} s)")
 
 

@@ -39,12 +39,12 @@ sys.path.insert(0, ROOT)
 from attribution import ClassifierConfig, load_classifier, train_classifier  # noqa: E402
 from data import (DareuError, add_config_args, config_from_args, load_records, owners_of, read_json_records,  # noqa: E402
                   run_cli, split_records)
-from evaluate import KS_IMPL, ROUGE_IMPL, EvalConfig, hmean, make_set, score_model, summarise  # noqa: E402
+from evaluate import KS_IMPL, ROUGE_IMPL, EvalConfig, format_table, hmean, make_set, score_model, summarise  # noqa: E402
 from finetune import FinetuneConfig, finetune, load_model, save_model, tiny_model, train_tokenizer  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
-from unlearn import UnlearnConfig, report_table, unlearn  # noqa: E402
+from unlearn import UnlearnConfig, unlearn  # noqa: E402
 
 BASELINES = ("ga", "graddiff", "npo", "npo_gd", "simnpo")
 
@@ -224,7 +224,7 @@ def main():
     rows = ("forget_quality", "model_utility", "retain_utility", "tug_of_war", "forget_attribution",
             "retain_attribution", "forget_rouge", "retain_rouge", "forget_prob", "retain_prob",
             "forget_truth_ratio", "retain_truth_ratio", "steps", "seconds")
-    table = report_table({row: {n: results[n][row] for n in results} for row in rows}, list(results))
+    table = format_table({row: {n: results[n][row] for n in results} for row in rows}, list(results))
     check = scores["original"]["forget"]["rouge"]
     versions = {"python": platform.python_version(),
                 **{p_: metadata.version(p_) for p_ in ("torch", "transformers", "numpy")}}
