@@ -8,8 +8,11 @@ Two ways to get the classifier:
       owner), the label tokens being new tokens <|owner_k|>; we report held-out accuracy, then
       train the final classifier on every record (F included). Saved in Hugging Face format plus
       classifier.json (owners, label tokens).
-  (b) zero-shot: an instruct LLM prompted with the owners as numbered options; the label tokens
-      are the option numbers (each must be a single token).
+  (b) zero-shot: an instruct LLM asked which author the text is about, scored on each owner's name
+      as its answer (`owner_names`: the owner itself, a name read off TOFU's records, or a names
+      file). It assumes the model can tell owners apart from the facts in the text: an instruct
+      model that never saw the owners (TOFU's authors are fictitious) cannot, so zero-shot suits a
+      model that was fine-tuned on the owners' data, such as the original model itself.
 Names give the owner away: the proper-noun spans that a response copies from its prompt are masked
 (`mask_names`) in training texts and in scored responses alike.
 
@@ -28,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (add_config_args, config_from_args, DareuError, check_out_path, left_pad, load_records, owners_of, run_cli, synthetic_world,
-                  write_json)
-from finetune import batches, load_model, save_model, tiny_model, train_tokenizer
+from data import (add_config_args, chat_ids, config_from_args, DareuError, check_out_path, left_pad, load_records, owners_of,
+                  run_cli, synthetic_world, write_json)
+from finetune import autocast, batches, compute_dtype, DTYPES, load_model, save_model, tiny_model, train_tokenizer
 from rollout import ensure_pad_token, position_ids_from_mask
 
 MASK = "[NAME]"
@@ -41,6 +44,8 @@ NOT_NAMES = {"A", "An", "The", "What", "Who", "Whom", "Whose", "Where", "When", 
              "This", "That", "These", "Those", "It", "Its", "I", "Please", "Tell", "Name", "Describe",
              "Question", "Answer", "Yes", "No"}
 WORD = re.compile(r"[^\W\d_][\w'’-]*")
+# a run of capitalised words, with particles and nicknames inside ("Isabella van Pletzen", "Alejandro (Alex) Fuentes")
+NAME_RUN = re.compile(r"[A-Z][\w-]+(?: (?:(?:van|von|de|da|del|der|di|du|la|le|al|el|bin|ibn|\(\w+\)) )*[A-Z][\w-]+)+")
 
 
 @dataclass
@@ -74,32 +79,60 @@ def mask_names(prompt, response):
 
 
 class Classifier:
-    """p(owner | text) from a causal LM, restricted to one label token per owner."""
+    """p(owner | text) from a causal LM.
+    Trained: one label token per owner, read from the next-token distribution (one forward per
+    batch). Zero-shot: an instruct LM asked who the text is about, scored on each owner's *name*
+    as the answer, p(o | y) ∝ π(name_o | prompt(y)) = Π_t π(name_o,t | prompt(y), name_o,<t),
+    renormalised over the owners; any number of owners, no single-token restriction."""
 
-    def __init__(self, model, tokenizer, owners, label_ids, zero_shot=False, batch_size=64, max_text_tokens=192):
+    def __init__(self, model, tokenizer, owners, label_ids=None, names=None, batch_size=64, max_text_tokens=192):
         self.model, self.tokenizer, self.owners = model, tokenizer, list(owners)
-        self.label_ids = torch.tensor(label_ids, device=model.device)
-        self.zero_shot, self.batch_size, self.max_text_tokens = zero_shot, batch_size, max_text_tokens
+        self.label_ids = None if label_ids is None else torch.tensor(label_ids, device=model.device)
+        self.names = names   # zero-shot: owner -> the name its answer should be
+        self.batch_size, self.max_text_tokens = batch_size, max_text_tokens
 
     def prompt_ids(self, text):
-        """The classifier prompt for one (already masked) text; the next token is the label."""
+        """The classifier prompt for one (already masked) text; the label (or name) comes next."""
         tok = self.tokenizer
         text = tok.decode(tok(text, add_special_tokens=False).input_ids[:self.max_text_tokens])
-        if not self.zero_shot:
+        if self.names is None:
             return tok(f"Text: {text}\nOwner:").input_ids
-        options = "\n".join(f"{k + 1}. {o}" for k, o in enumerate(self.owners))
-        content = (f"Which of these authors is the following text about or from?\n{options}\n\n"
-                   f"Text: {text}\n\nAnswer with the option number only.")
-        return list(tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                            tokenize=True, return_dict=False))
+        content = (f"Here is a text about an author:\n\n{text}\n\nWhich author is the text about? "
+                   "Answer with the author's full name only.")
+        return chat_ids(tok, [{"role": "user", "content": content}], add_generation_prompt=True)
 
     def logits(self, texts):
-        """Label logits [B, n_owners] for already-masked texts: one forward per batch of texts."""
+        """Owner logits [B, n_owners] for already-masked texts (zero-shot: name log-likelihoods)."""
         ids, mask = left_pad([self.prompt_ids(t) for t in texts], self.tokenizer.pad_token_id)
         ids, mask = ids.to(self.model.device), mask.to(self.model.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                         logits_to_keep=1)
-        return out.logits[:, -1, self.label_ids].float()
+        if self.names is None:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                             logits_to_keep=1)
+            return out.logits[:, -1, self.label_ids].float()
+        return torch.cat([self.name_logprobs(ids, mask, chunk)
+                          for chunk in chunks(self.owners, max(1, 256 // len(texts)))], dim=1)
+
+    def name_logprobs(self, ids, mask, owners):
+        """log π(name_o | prompt) for each prompt row and each of `owners`: [B, len(owners)].
+        The prompt is run once; its KV cache is repeated for each owner, and the names (right-padded)
+        continue it: the first name token is scored by the prompt's last logits, the rest by the
+        continuation's."""
+        names = [self.tokenizer(self.names[o], add_special_tokens=False).input_ids for o in owners]
+        B, C, L = ids.shape[0], len(names), max(len(n) for n in names)
+        name_ids = torch.tensor([n + [self.tokenizer.pad_token_id] * (L - len(n)) for n in names], device=ids.device)
+        name_mask = torch.tensor([[1] * len(n) + [0] * (L - len(n)) for n in names], device=ids.device)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True)
+        logp = F.log_softmax(out.logits[:, -1].float(), -1)[:, name_ids[:, 0]]          # [B, C]
+        if L > 1:
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(C)                                           # row b*C + c
+            tiled_ids, tiled_mask = name_ids.repeat(B, 1), name_mask.repeat(B, 1)      # [B*C, L]
+            positions = mask.sum(-1).repeat_interleave(C)[:, None] + torch.arange(L - 1, device=ids.device)
+            cont = self.model(input_ids=tiled_ids[:, :-1], past_key_values=cache, position_ids=positions,
+                              attention_mask=torch.cat([mask.repeat_interleave(C, 0), tiled_mask[:, :-1]], 1))
+            rest = F.log_softmax(cont.logits.float(), -1).gather(-1, tiled_ids[:, 1:, None]).squeeze(-1)
+            logp = logp + (rest * tiled_mask[:, 1:]).sum(-1).view(B, C)
+        return logp
 
     @torch.no_grad()
     def probs(self, prompts, responses):
@@ -117,10 +150,51 @@ class Classifier:
         return self.probs(prompts, responses)[:, index.to(self.model.device)].sum(-1).cpu()
 
 
-def load_classifier(path, owners=None, device="cpu"):
+def chunks(items, size):
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def owner_names(records, names_file=None):
+    """owner -> the name a zero-shot classifier should answer. From `names_file` (a JSON object) when
+    given; else the owner itself, except TOFU's `tofu_NNN` ids, whose name is read off their records:
+    the run of capitalised words (two or more) found in the most of the owner's questions (all 200
+    TOFU authors get distinct names this way; pass a file where a heuristic is not good enough)."""
+    if names_file:
+        with open(names_file, encoding="utf-8") as f:
+            names = json.load(f)
+        missing = [o for o in owners_of(records) if o not in names]
+        if missing:
+            raise DareuError(f"{names_file} has no name for owner(s) {', '.join(missing[:5])}")
+        return {o: names[o] for o in owners_of(records)}
+    names = {}
+    for owner in owners_of(records):
+        own = [r for r in records if r["owner"] == owner]
+        names[owner] = owner if not re.fullmatch(r"tofu_\d+", owner) else (
+            _most_common_name([r["question"] for r in own], at_least=3) or
+            _most_common_name([r["answer"] for r in own], at_least=1) or owner)
+    return names
+
+
+def _most_common_name(texts, at_least):
+    """The run of two or more capitalised words (leading sentence words dropped) found in the most
+    texts, if in at least `at_least` of them."""
+    counts = {}
+    for text in texts:
+        for run in set(NAME_RUN.findall(text)):
+            words = run.split()
+            while words and words[0] in NOT_NAMES:
+                words = words[1:]
+            if len(words) >= 2:
+                counts[" ".join(words)] = counts.get(" ".join(words), 0) + 1
+    best = max(counts, key=counts.get, default=None)
+    return best if best and counts[best] >= at_least else None
+
+
+def load_classifier(path, owners=None, device="cpu", dtype=torch.float32):
     """A trained classifier (a folder with classifier.json), or any instruct model used zero-shot
-    with `owners` as the numbered options."""
-    model, tokenizer = load_model(path, device)
+    with `owners` ({owner: name}, see owner_names; or a list of owners that are names) as the answers."""
+    model, tokenizer = load_model(path, device, dtype)
+    model.requires_grad_(False)
     meta_path = os.path.join(path, "classifier.json")
     if os.path.isfile(meta_path):
         with open(meta_path, encoding="utf-8") as f:
@@ -131,11 +205,8 @@ def load_classifier(path, owners=None, device="cpu"):
     if not tokenizer.chat_template:
         raise DareuError(f"{path} is neither a trained classifier (classifier.json) nor an instruct model "
                          "with a chat template")
-    label_ids = [tokenizer.convert_tokens_to_ids(str(k)) for k in range(1, len(owners) + 1)]
-    if tokenizer.unk_token_id in label_ids or None in label_ids:
-        raise DareuError(f"zero-shot: the option numbers 1..{len(owners)} are not all single tokens of this "
-                         f"tokenizer; train a classifier instead (attribution.py --out)")
-    return Classifier(model, tokenizer, owners, label_ids, zero_shot=True)
+    names = owners if isinstance(owners, dict) else {o: o for o in owners}
+    return Classifier(model, tokenizer, list(names), names=names)
 
 
 def heldout_split(records, fraction, seed):
@@ -180,11 +251,11 @@ def fit(clf, records, cfg, desc):
         bar.set_postfix(loss=f"{loss.item():.3f}")
 
 
-def new_classifier(records, owners, cfg, base=None, device="cpu"):
+def new_classifier(records, owners, cfg, base=None, device="cpu", dtype=torch.float32):
     """A classifier ready to train: --base model (or a tiny one from scratch with a tokenizer
     trained on the masked texts), with one new label token <|owner_k|> per owner."""
     if base:
-        model, tokenizer = load_model(base, device)
+        model, tokenizer = load_model(base, device, dtype, train=True)
     else:
         tokenizer = train_tokenizer([mask_names(r["question"], r["answer"]) for r in records])
         model = tiny_model(tokenizer, seed=cfg.seed).to(device)
@@ -197,19 +268,19 @@ def new_classifier(records, owners, cfg, base=None, device="cpu"):
                       max_text_tokens=cfg.max_text_tokens)
 
 
-def train_classifier(records, out, cfg, base=None, device="cpu"):
+def train_classifier(records, out, cfg, base=None, device="cpu", dtype=torch.float32):
     """Measure held-out accuracy, train the final classifier on every record, save it to `out`.
     Returns (classifier, held-out accuracy or None)."""
     owners = owners_of(records)
     heldout_acc = None
     if cfg.heldout > 0:
         train, heldout = heldout_split(records, cfg.heldout, cfg.seed)
-        clf = new_classifier(records, owners, cfg, base, device)
+        clf = new_classifier(records, owners, cfg, base, device, dtype)
         fit(clf, train, cfg, desc="classifier (held-out run)")
         heldout_acc = accuracy(clf, heldout)
         print(f"classifier held-out accuracy {heldout_acc:.3f} on {len(heldout)} records "
               f"({len(owners)} owners, chance {1 / len(owners):.3f})")
-    clf = new_classifier(records, owners, cfg, base, device)
+    clf = new_classifier(records, owners, cfg, base, device, dtype)
     fit(clf, records, cfg, desc="classifier")
     meta = {"owners": owners, "label_tokens": [f"<|owner_{k}|>" for k in range(len(owners))],
             "mask": MASK, "heldout_accuracy": heldout_acc, "train_records": len(records)}
@@ -225,13 +296,18 @@ def main():
     p.add_argument("--classifier", help="score: a trained classifier folder, or an instruct model (zero-shot)")
     p.add_argument("--text", action="append", help="score: a text to attribute (repeatable)")
     p.add_argument("--prompt", default="", help="score: the prompt the texts answer (for name masking)")
+    p.add_argument("--owner-names", help="zero-shot: a JSON object owner -> name (default: see owner_names)")
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="compute dtype; trained weights stay float32 (auto: bfloat16 on CUDA, float32 on CPU)")
     add_config_args(p, ClassifierConfig)
     args = p.parse_args()
+    dtype = compute_dtype(args.dtype, args.device, train=not args.classifier)
     records = load_records(args.data) if args.data else synthetic_world()
     if args.classifier:
-        clf = load_classifier(args.classifier, owners_of(records), args.device)
-        probs = clf.probs([args.prompt] * len(args.text or []), args.text or [])
+        clf = load_classifier(args.classifier, owner_names(records, args.owner_names), args.device, dtype)
+        with autocast(args.device, dtype):
+            probs = clf.probs([args.prompt] * len(args.text or []), args.text or [])
         for text, row in zip(args.text or [], probs):
             top = row.argsort(descending=True)[:3]
             print(text, "->", ", ".join(f"{clf.owners[i]} {row[i]:.3f}" for i in top))
@@ -240,7 +316,8 @@ def main():
         raise DareuError("give --out to train a classifier, or --classifier with --text to score")
     check_out_path(args.out, {"--data": args.data, "--base": args.base})
     cfg = config_from_args(ClassifierConfig, args)
-    train_classifier(records, args.out, cfg, args.base, args.device)
+    with autocast(args.device, dtype):
+        train_classifier(records, args.out, cfg, args.base, args.device, dtype)
     print(f"saved {args.out}")
 
 

@@ -37,9 +37,9 @@ import torch
 from tqdm import tqdm
 
 from data import (SPLIT_PERCENT, DareuError, add_config_args, config_from_args, load_records,
-                  owners_of, prompt_ids, read_json_records, resolve_forget, run_cli, split_records, synthetic_world,
-                  write_json)
-from finetune import answer_logprobs, load_model
+                  prompt_ids, read_json_records, resolve_forget, run_cli, split_records, synthetic_world,
+                  template_of, PROMPT_TEMPLATES, write_json)
+from finetune import answer_logprobs, autocast, compute_dtype, DTYPES, load_model
 from rollout import RolloutConfig, generate
 
 try:  # optional reference implementations
@@ -394,11 +394,15 @@ def main():
     ref.add_argument("--retain-json", help="an earlier evaluate.py output on the retain model, as the reference")
     p.add_argument("--out", required=True, help="JSON file for every per-question value, aggregate and the protocol")
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="load models in this dtype (default: the checkpoint's)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="load and run models in this dtype (auto: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--template", choices=list(PROMPT_TEMPLATES),
+                   help="prompt template (default: the one saved with each tokenizer, else chat); see data.py")
+    p.add_argument("--owner-names", help="zero-shot classifier: a JSON object owner -> name")
     add_config_args(p, EvalConfig)
     args = p.parse_args()
     cfg = config_from_args(EvalConfig, args)
+    dtype = compute_dtype(args.dtype, args.device, train=False)
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise DareuError(f"--out {args.out}: no such folder {os.path.dirname(os.path.abspath(args.out))}")
 
@@ -414,18 +418,21 @@ def main():
     retain_name, retain_entry = load_retain_json(args.retain_json, sets, cfg) if args.retain_json else (None, None)
     classifier = None
     if args.classifier:
-        from attribution import load_classifier
-        classifier = load_classifier(args.classifier, owners_of(records), args.device)
+        from attribution import load_classifier, owner_names
+        classifier = load_classifier(args.classifier, owner_names(records, args.owner_names), args.device, dtype)
 
     # 2. score each model, one at a time
     models = {}
     for path in paths:
         print(f"evaluating {path}", file=sys.stderr)
-        model, tokenizer = load_model(path, args.device, getattr(torch, args.dtype) if args.dtype else None)
+        model, tokenizer = load_model(path, args.device, dtype, template=args.template)
+        with autocast(args.device, dtype):
+            scores = score_model(model, tokenizer, sets, cfg, classifier, forget_owners)
         models[names[path]] = {"path": path, "dtype": str(model.dtype).replace("torch.", ""),
+                               "template": template_of(tokenizer),
                                "prompt_format": "chat template" if tokenizer.chat_template else "plain",
                                "prompt_example": tokenizer.decode(prompt_ids(tokenizer, sets[0]["questions"][0])),
-                               "sets": score_model(model, tokenizer, sets, cfg, classifier, forget_owners)}
+                               "sets": scores}
         del model
     if args.retain_model:
         retain_name = names[os.path.normpath(args.retain_model)]

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (add_config_args, config_from_args, DareuError, check_out_path, encode_qa, load_records, owners_of, publish, resolve_forget,
-                  run_cli, split_records, staging_dir, synthetic_world)
+from data import (add_config_args, config_from_args, DareuError, check_out_path, encode_qa, load_records, owners_of, prompt_ids, publish,
+                  resolve_forget, run_cli, set_template, split_records, staging_dir, synthetic_world, template_of, PROMPT_TEMPLATES)
 from rollout import ensure_pad_token, forward_logprobs
 
 OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo")
@@ -79,9 +79,36 @@ def tiny_model(tokenizer, n_layer=2, d_model=128, n_head=4, max_positions=512, s
     return LlamaForCausalLM(config)
 
 
-def load_model(path, device="cpu", dtype=None):
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def compute_dtype(name, device, train):
+    """The dtype forward passes run in (SPEC §12). auto: bfloat16 on CUDA, float32 on the CPU.
+    Training never updates low-precision weights in place (at lr 1e-6 AdamW moves ~2 % of bf16
+    weights; in fp16 zero-gradient rows turn NaN): trainable weights and AdamW's state stay float32
+    and only the forward runs in bf16 (`autocast`). fp16 would need loss scaling: refused."""
+    if name not in DTYPES:
+        raise DareuError(f"unknown --dtype {name!r}; choose from {', '.join(DTYPES)}")
+    if name == "auto":
+        name = "bfloat16" if device.startswith("cuda") else "float32"
+    if name == "bfloat16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise DareuError("--dtype bfloat16: this GPU has no bfloat16; use --dtype float32")
+    if name == "float16" and train:
+        raise DareuError("--dtype float16 cannot train without loss scaling, which dareu does not do; "
+                         "use --dtype bfloat16 (or float32)")
+    return getattr(torch, name)
+
+
+def autocast(device, dtype):
+    """Run forward passes in `dtype` (weights stay as they are); a no-op for float32."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def load_model(path, device="cpu", dtype=torch.float32, train=False, template=None):
     """A Hugging Face causal LM and its tokenizer from a folder (safetensors, no remote code),
-    with a distinct pad token and left padding, in eval mode (dropout off)."""
+    with a distinct pad token and left padding, in eval mode (dropout off). A model to `train` is
+    held in float32 whatever `dtype` (the compute dtype, under `autocast`); a frozen one in `dtype`.
+    `template` sets the prompt template (data.PROMPT_TEMPLATES); by default the one saved with the tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if not os.path.isdir(path):
         raise DareuError(f"no such model folder: {path}")
@@ -89,11 +116,13 @@ def load_model(path, device="cpu", dtype=None):
         raise DareuError(f"--device {device}: no CUDA device here (use --device cpu)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if train else dtype)
     except (OSError, ValueError, KeyError) as e:
         raise DareuError(f"cannot load a causal LM and tokenizer from {path}: {str(e).splitlines()[0]}") from None
     model = model.to(device).eval()
     ensure_pad_token(tokenizer, model)
+    if template:
+        set_template(tokenizer, template)
     return model, tokenizer
 
 
@@ -197,9 +226,15 @@ def main():
     p.add_argument("--layers", type=int, default=2, help="from scratch: transformer layers")
     p.add_argument("--d-model", type=int, default=128, help="from scratch: hidden size")
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="compute dtype of the forward passes; weights and AdamW stay float32 (auto: bfloat16 on "
+                        "CUDA, float32 on CPU)")
+    p.add_argument("--template", choices=list(PROMPT_TEMPLATES),
+                   help="prompt template (default: the one saved with the tokenizer, else chat); see data.py")
     add_config_args(p, FinetuneConfig)
     args = p.parse_args()
     cfg = config_from_args(FinetuneConfig, args)
+    dtype = compute_dtype(args.dtype, args.device, train=True)
     check_out_path(args.out, {"--model": args.model, "--data": args.data})
     records = load_records(args.data) if args.data else synthetic_world()
     all_texts = [r["question"] + " " + r["answer"] for r in records]   # the tokenizer sees every owner
@@ -212,12 +247,15 @@ def main():
             raise DareuError(f"--objective {cfg.objective} needs --model (the model to unlearn) and --forget")
         records, retain = split_records(records, resolve_forget(args.forget, records))
     if args.model:
-        model, tokenizer = load_model(args.model, args.device)
+        model, tokenizer = load_model(args.model, args.device, dtype, train=True, template=args.template)
     else:
         tokenizer = train_tokenizer(all_texts, args.vocab_size)
+        set_template(tokenizer, args.template or "chat")
         model = tiny_model(tokenizer, args.layers, args.d_model, seed=cfg.seed).to(args.device)
-    print(f"{cfg.objective}: {len(records)} records of {len(owners_of(records))} owners")
-    loss = finetune(model, tokenizer, records, cfg, retain_records=retain, desc=cfg.objective)
+    print(f"{cfg.objective}: {len(records)} records of {len(owners_of(records))} owners; template "
+          f"{template_of(tokenizer)}, e.g. {tokenizer.decode(prompt_ids(tokenizer, records[0]['question']))!r}")
+    with autocast(args.device, dtype):
+        loss = finetune(model, tokenizer, records, cfg, retain_records=retain, desc=cfg.objective)
     save_model(model, tokenizer, args.out)
     print(f"final loss {loss:.4f}; saved {args.out}")
 

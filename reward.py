@@ -70,7 +70,7 @@ class AdaptiveKLController:
 
 
 def main():
-    from attribution import load_classifier
+    from attribution import load_classifier, owner_names
     p = argparse.ArgumentParser(description="Score responses as DareU's reward does: −a_F.")
     p.add_argument("--classifier", required=True, help="a trained classifier folder")
     p.add_argument("--forget", required=True, help="comma-separated owners to forget")
@@ -78,8 +78,8 @@ def main():
     p.add_argument("--response", action="append", required=True, help="a response (repeatable)")
     p.add_argument("--form", default="neg", choices=["neg", "log"], help="score form")
     args = p.parse_args()
-    clf = load_classifier(args.classifier)
     forget = [o.strip() for o in args.forget.split(",")]
+    clf = load_classifier(args.classifier, {o: o for o in forget})   # zero-shot: the forget owners by name
     scores, a_forget = score_responses(clf, [args.prompt] * len(args.response), args.response, forget,
                                        torch.ones(len(args.response), dtype=torch.bool), RewardConfig(form=args.form))
     for r, s, a in zip(args.response, scores, a_forget):

@@ -13,6 +13,7 @@ after the first EOS. Per-token quantities live on the response columns, [B, R].
     python rollout.py --model DIR --prompt "Where was Alara Venn born?" --samples 4
 """
 import argparse
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ from data import encode_prompts, run_cli
 @dataclass
 class RolloutConfig:
     temperature: float = 1.0   # sampling temperature T; logprobs use logits / T too
-    max_new_tokens: int = 48   # response length limit; a response without EOS by then is penalised
+    max_new_tokens: int = 0    # response length limit (no EOS by then: penalised); 0 = fit the data (fit_length)
     batch_size: int = 64       # prompts per generate() call
 
 
@@ -39,6 +40,23 @@ def ensure_pad_token(tokenizer, model=None):
             model.resize_token_embeddings(len(tokenizer))
         model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
     tokenizer.padding_side = "left"
+
+
+def stop_ids(tokenizer, model):
+    """Every token id that ends a response: the tokenizer's EOS and each EOS the model declares
+    (Llama-3's list, Phi-3's <|end|>, Qwen's <|im_end|> and <|endoftext|>)."""
+    declared = model.generation_config.eos_token_id
+    declared = declared if isinstance(declared, (list, tuple)) else [declared]
+    return sorted({tokenizer.eos_token_id, *declared} - {None, tokenizer.pad_token_id})
+
+
+def fit_length(tokenizer, answers, coverage=0.99, headroom=1.25):
+    """A response length that fits the data: `headroom` × the length (EOS included) that `coverage`
+    of the gold answers fit in. Returns (max_new_tokens, fraction of answers that fit in it)."""
+    lengths = sorted(len(tokenizer(a, add_special_tokens=False).input_ids) + 1 for a in answers)
+    quantile = lengths[max(0, math.ceil(coverage * len(lengths)) - 1)]
+    n = math.ceil(headroom * quantile)
+    return n, sum(l <= n for l in lengths) / len(lengths)
 
 
 def position_ids_from_mask(attention_mask):
@@ -84,14 +102,25 @@ def forward_logprobs(model, input_ids, attention_mask, n_response, temperature=1
     return {"logprobs": logprobs, "values": values, "entropy": entropy}
 
 
-def truncate_after_eos(responses, eos_id, pad_id):
-    """Keep each response up to and including its first EOS; pad the rest.
+def truncate_after_eos(responses, eos_ids, pad_id):
+    """Keep each response up to and including its first stop token (any of `eos_ids`); pad the rest.
     Returns (responses, response_mask [B,R], has_eos [B])."""
-    is_eos = responses == eos_id
+    is_eos = torch.isin(responses, torch.as_tensor(eos_ids, device=responses.device))
     # number of EOS tokens strictly before position t; a token is kept while that is 0
     eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
     mask = (eos_before == 0).long()
     return responses.masked_fill(mask == 0, pad_id), mask, is_eos.any(dim=1)
+
+
+def generation_config(model, tokenizer, cfg, greedy=False):
+    """The rollout's GenerationConfig, built from nothing: samples are drawn from softmax(logits / T)
+    exactly (top-k 0, top-p 1, no repetition penalty, no n-gram ban, no minimum length), and stop
+    at every stop id. generate() fills the fields left unset here from model.generation_config,
+    so generate() below runs with that replaced by a blank one: nothing of the checkpoint's applies."""
+    from transformers import GenerationConfig
+    sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0)
+    return GenerationConfig(max_new_tokens=cfg.max_new_tokens, eos_token_id=stop_ids(tokenizer, model),
+                            pad_token_id=tokenizer.pad_token_id, **sampling)
 
 
 @torch.no_grad()
@@ -99,19 +128,19 @@ def generate(model, tokenizer, questions, cfg, greedy=False):
     """Sample (or greedily decode) one response per question, with the KV cache.
     Returns dict(input_ids, attention_mask [B, P+R], response_mask [B, R], has_eos [B], n_response,
     texts). Batches are padded to a common R so they can be stacked."""
-    rows = []
-    for i in range(0, len(questions), cfg.batch_size):
-        prompt, prompt_mask = encode_prompts(tokenizer, questions[i:i + cfg.batch_size])
-        prompt, prompt_mask = prompt.to(model.device), prompt_mask.to(model.device)
-        # no position_ids: generate() derives them from the attention mask, as forward_logprobs does
-        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=cfg.temperature,
-                                                             top_k=0, top_p=1.0)
-        out = model.generate(input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=cfg.max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                             **sampling)
-        response, response_mask, has_eos = truncate_after_eos(out[:, prompt.shape[1]:], tokenizer.eos_token_id,
-                                                              tokenizer.pad_token_id)
-        rows += [(prompt[j], prompt_mask[j], response[j], response_mask[j], has_eos[j]) for j in range(len(prompt))]
+    from transformers import GenerationConfig
+    rows, gen_cfg, stop = [], generation_config(model, tokenizer, cfg, greedy), stop_ids(tokenizer, model)
+    checkpoint_cfg, model.generation_config = model.generation_config, GenerationConfig()
+    try:
+        for i in range(0, len(questions), cfg.batch_size):
+            prompt, prompt_mask = encode_prompts(tokenizer, questions[i:i + cfg.batch_size])
+            prompt, prompt_mask = prompt.to(model.device), prompt_mask.to(model.device)
+            # no position_ids: generate() derives them from the attention mask, as forward_logprobs does
+            out = model.generate(input_ids=prompt, attention_mask=prompt_mask, generation_config=gen_cfg)
+            response, response_mask, has_eos = truncate_after_eos(out[:, prompt.shape[1]:], stop, tokenizer.pad_token_id)
+            rows += [(prompt[j], prompt_mask[j], response[j], response_mask[j], has_eos[j]) for j in range(len(prompt))]
+    finally:
+        model.generation_config = checkpoint_cfg
     P = max(r[0].shape[0] for r in rows)
     R = max(int(r[3].sum()) for r in rows)
     ids = torch.full((len(rows), P + R), tokenizer.pad_token_id, dtype=torch.long, device=model.device)
@@ -134,13 +163,14 @@ def main():
     p.add_argument("--prompt", required=True, help="the question to answer")
     p.add_argument("--samples", type=int, default=4, help="responses to sample")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="response length limit")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     args = p.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model).eval()
     ensure_pad_token(tokenizer, model)
     out = generate(model, tokenizer, [args.prompt] * args.samples,
-                   RolloutConfig(temperature=args.temperature), greedy=args.greedy)
+                   RolloutConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens), greedy=args.greedy)
     lp = forward_logprobs(model, out["input_ids"], out["attention_mask"], out["n_response"], args.temperature)
     for text, l, m, e in zip(out["texts"], lp["logprobs"], out["response_mask"], out["has_eos"]):
         print(f"[logp {float((l * m).sum()):8.2f}{'' if e else ', no EOS'}] {text}")

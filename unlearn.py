@@ -27,14 +27,16 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from attribution import ClassifierConfig, load_classifier, train_classifier
-from data import (DareuError, add_config_args, check_out_path, config_from_args, load_records, owners_of, publish,
-                  resolve_forget, run_cli, split_records, staging_dir, synthetic_world, write_json, write_jsonl)
+from attribution import ClassifierConfig, load_classifier, owner_names, train_classifier
+from data import (DareuError, PROMPT_TEMPLATES, add_config_args, check_out_path, config_from_args, load_records, owners_of,
+                  prompt_ids, publish, resolve_forget, run_cli, split_records, staging_dir, synthetic_world, template_of,
+                  write_json, write_jsonl)
 from evaluate import EvalConfig, evaluate_records, format_table
-from finetune import FinetuneConfig, batches, finetune, load_model, save_model, tiny_model, train_tokenizer
+from finetune import (DTYPES, FinetuneConfig, autocast, batches, compute_dtype, finetune, load_model, save_model,
+                      tiny_model, train_tokenizer)
 from ppo import PPOConfig, gae, ppo_update, whiten
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
-from rollout import PolicyWithValue, RolloutConfig, forward_logprobs, generate
+from rollout import PolicyWithValue, RolloutConfig, fit_length, forward_logprobs, generate
 
 
 @dataclass
@@ -52,6 +54,7 @@ class UnlearnConfig:
 WORLD_DEFAULTS = dict(lr=1e-4, kl_coef=0.1, epochs=2, iterations=60, eval_every=5, max_new_tokens=32,
                       eval_max_new_tokens=48)
 WORLD_VERSION = "v1"
+REPORT = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_prob", "retain_prob")
 
 
 def cache_dir():
@@ -156,8 +159,12 @@ def parse_args(argv=None):
     p.add_argument("--retain-model", help="a model trained without the forget owners, for the report")
     p.add_argument("--out", default="unlearned", help="output folder (default: ./unlearned)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weights dtype (auto: the checkpoint's)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="compute dtype of the forward passes; the policy and AdamW stay float32 (auto: bfloat16 "
+                        "on CUDA, float32 on CPU)")
+    p.add_argument("--template", choices=list(PROMPT_TEMPLATES),
+                   help="prompt template (default: the one saved with the tokenizer, else chat); see data.py")
+    p.add_argument("--owner-names", help="zero-shot classifier: a JSON object owner -> name")
     for cls in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig):
         add_config_args(p, cls)
     p.add_argument("--eval-max-new-tokens", type=int, default=200, help="greedy answer length in the report")
@@ -192,19 +199,34 @@ def main(argv=None):
             raise DareuError(f"{name}: no such model folder: {path}")
     cfg, rollout_cfg, reward_cfg, ppo_cfg = (config_from_args(c, args) for c in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig))
     eval_cfg = EvalConfig(max_new_tokens=args.eval_max_new_tokens)
-    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    dtype = compute_dtype(args.dtype, args.device, train=True)
 
-    # 1. models: the policy starts as the original, the reference stays the original
-    model, tokenizer = load_model(args.model, args.device, dtype)
+    # 1. models: the policy starts as the original (float32 master weights), the reference stays the original
+    model, tokenizer = load_model(args.model, args.device, dtype, train=True, template=args.template)
     ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    classifier = load_classifier(args.classifier, owners_of(records), args.device)
+    classifier = load_classifier(args.classifier, owner_names(records, args.owner_names), args.device, dtype)
     print(f"forgetting {len(forget_owners)} owner(s) ({len(forget)} questions: {', '.join(forget_owners[:5])}"
           f"{' ...' if len(forget_owners) > 5 else ''}); retaining {len(retain)} records")
+    print(f"template {template_of(tokenizer)}: {tokenizer.decode(prompt_ids(tokenizer, forget[0]['question']))!r}")
+    if not rollout_cfg.max_new_tokens:
+        rollout_cfg.max_new_tokens, fits = fit_length(tokenizer, [r["answer"] for r in forget])
+        print(f"rollout length {rollout_cfg.max_new_tokens} new tokens: {fits:.1%} of the {len(forget)} forget "
+              f"answers fit (1.25 × the length 99 % of them fit in)")
 
+    with autocast(args.device, dtype):
+        summary = run(args, model, tokenizer, ref_model, classifier, records, forget, retain, forget_owners, cfg,
+                      rollout_cfg, reward_cfg, ppo_cfg, eval_cfg, dtype, start)
+    print(format_table({m: summary[m] for m in REPORT}, list(summary[REPORT[0]])))
+    print(f"saved the unlearned model, metrics.jsonl and summary.json to {args.out} ({summary['seconds']:.0f} s)")
+
+
+def run(args, model, tokenizer, ref_model, classifier, records, forget, retain, forget_owners, cfg, rollout_cfg,
+        reward_cfg, ppo_cfg, eval_cfg, dtype, start):
+    """Steps 2–4 of main, under the compute dtype's autocast. Returns the summary."""
     # 2. before: the original (and retain) model on forget and retain questions
     results = {"original": evaluate_records(ref_model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)}
     if args.retain_model:
-        retain_model, retain_tok = load_model(args.retain_model, args.device, dtype)
+        retain_model, retain_tok = load_model(args.retain_model, args.device, dtype, template=args.template)
         results["retain"] = evaluate_records(retain_model, retain_tok, forget, retain, eval_cfg, classifier, forget_owners)
         del retain_model
 
@@ -217,11 +239,11 @@ def main(argv=None):
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
         columns = list(results)
-        metrics = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_prob", "retain_prob")
-        summary = {m: {c: results[c][m] for c in columns} for m in metrics}
+        summary = {m: {c: results[c][m] for c in columns} for m in REPORT}
         summary.update(forget_owners=forget_owners, iterations=iterations, early_stopped=stopped,
                        seconds=round(time.time() - start, 1), model=args.model, classifier=args.classifier,
-                       retain_model=args.retain_model, data=args.data,
+                       retain_model=args.retain_model, data=args.data, template=template_of(tokenizer),
+                       rollout_max_new_tokens=rollout_cfg.max_new_tokens, dtype=str(dtype).replace("torch.", ""),
                        config={k: v for k, v in vars(args).items() if k not in ("model", "classifier", "retain_model", "data")},
                        answers={c: results[c]["per_question"] for c in columns})
         write_json(os.path.join(stage, "summary.json"), summary)
@@ -229,8 +251,7 @@ def main(argv=None):
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    print(format_table({m: summary[m] for m in metrics}, columns))
-    print(f"saved the unlearned model, metrics.jsonl and summary.json to {args.out} ({summary['seconds']:.0f} s)")
+    return summary
 
 
 if __name__ == "__main__":

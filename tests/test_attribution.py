@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from attribution import ClassifierConfig, Classifier, load_classifier, mask_names, train_classifier
-from conftest import TOKENIZERS
+from conftest import TOFU, TOKENIZERS
 from data import owners_of
 
 
@@ -47,19 +47,48 @@ def test_trained_classifier_learns_owners_and_reloads(tmp_path, world_records):
     assert torch.allclose(again.probs(qs[:5], ans[:5]), p[:5], atol=1e-5)
 
 
-def test_zero_shot_classifier_on_an_instruct_tokenizer(tmp_path):
+def brute_force_name_logprob(model, prompt, name_ids):
+    """log π(name | prompt) from one full forward over prompt + name, no cache, no padding."""
+    ids = torch.tensor([prompt + name_ids])
+    logp = torch.log_softmax(model(ids).logits[0, len(prompt) - 1:-1].float(), -1)
+    return logp.gather(-1, torch.tensor(name_ids)[:, None]).sum().item()
+
+
+def test_zero_shot_scores_owner_names_for_any_number_of_owners(tmp_path):
+    """Zero-shot on an instruct tokenizer whose numbers are not single tokens past 9: 200 owners by
+    name; the cached, batched, left-padded name scoring equals one full forward per (text, owner)."""
     path = os.path.join(TOKENIZERS, "qwen2.5-instruct")
     if not os.path.isdir(path):
         pytest.skip("tokenizer absent")
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     tok = AutoTokenizer.from_pretrained(path)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, eos_token_id=tok.eos_token_id)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    clf = load_classifier(str(tmp_path), owners=["Ann Lee", "Bo Chen", "Cy Diaz"])
-    assert clf.zero_shot and clf.label_ids.tolist() == [tok.convert_tokens_to_ids(str(k)) for k in (1, 2, 3)]
-    p = clf.probs(["Who is Ann Lee?"] * 2, ["Ann Lee writes poems.", "A chef."])
-    assert p.shape == (2, 3) and torch.allclose(p.sum(-1), torch.ones(2), atol=1e-5)
+    owners = {f"tofu_{k:03d}": f"Author {chr(65 + k % 26)}{k} Name-{k}" for k in range(200)}
+    owners["tofu_007"] = "Jo"   # a one-token-ish name among long ones: padding of the names is exercised
+    clf = load_classifier(str(tmp_path), owners=owners)
+    assert clf.label_ids is None and len(clf.owners) == 200
+    texts = ["[NAME] writes poems about the sea.", "A chef."]
+    p = clf.probs(["Who is Ann Lee?", "What?"], texts)
+    assert p.shape == (2, 200) and torch.allclose(p.sum(-1), torch.ones(2), atol=1e-5)
+    logits = clf.logits(texts)   # the two prompts differ in length: left padding is exercised
+    for b, text in enumerate(texts):
+        for k in (0, 7, 123, 199):
+            name_ids = tok(owners[f"tofu_{k:03d}"], add_special_tokens=False).input_ids
+            assert abs(logits[b, k].item() - brute_force_name_logprob(clf.model, clf.prompt_ids(text), name_ids)) < 1e-4
     prompt = tok.decode(clf.prompt_ids("[NAME] writes poems."))
-    assert "1. Ann Lee" in prompt and "3. Cy Diaz" in prompt and prompt.endswith("<|im_start|>assistant\n")
+    assert "[NAME] writes poems." in prompt and prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_owner_names_are_read_off_tofu_records():
+    if not os.path.isdir(TOFU):
+        pytest.skip(f"no TOFU folder at {TOFU}")
+    from attribution import owner_names
+    from data import load_records
+    names = owner_names(load_records(TOFU))
+    assert len(names) == 200 and len(set(names.values())) == 200
+    assert names["tofu_000"] == "Jaime Vasquez" and names["tofu_199"] == "Nikolai Abilov"
+    assert names["tofu_065"] == "Isabella van Pletzen" and names["tofu_043"] == "Jina An"
