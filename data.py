@@ -382,9 +382,16 @@ def main():
     p = argparse.ArgumentParser(description="Load owner-labelled data and show the forget/retain split.")
     p.add_argument("--data", help="JSON/JSONL records or a TOFU folder (default: the synthetic world)")
     p.add_argument("--forget", help="owner names (comma-separated), forget01/05/10, or a file of records")
+    p.add_argument("--owners", help="keep only these owners (comma-separated), e.g. to try a few TOFU authors")
     p.add_argument("--write", help="write the records (JSONL) to this file")
     args = p.parse_args()
     records = load_records(args.data) if args.data else synthetic_world()
+    if args.owners:
+        keep = [o.strip() for o in args.owners.split(",") if o.strip()]
+        unknown = [o for o in keep if o not in owners_of(records)]
+        if unknown:
+            raise DareuError(f"--owners: unknown owner(s) {', '.join(unknown)}")
+        records = [r for r in records if r["owner"] in keep]
     owners = owners_of(records)
     print(f"{len(records)} records, {len(owners)} owners: {', '.join(owners[:8])}{' ...' if len(owners) > 8 else ''}")
     if args.forget:

@@ -59,3 +59,20 @@ def test_baseline_cli_writes_a_loadable_model(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "npo_gd") is not None
     proc = run_python(["finetune.py", "--objective", "npo", "--out", str(tmp_path / "x")])
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and not (tmp_path / "x").exists()
+
+
+def test_compute_dtype_and_float32_masters(tmp_path, tiny):
+    import torch
+    from data import DareuError
+    from finetune import compute_dtype, load_model, save_model
+    assert compute_dtype("auto", "cpu", train=True) == torch.float32
+    assert compute_dtype("bfloat16", "cpu", train=True) == torch.bfloat16
+    assert compute_dtype("float16", "cpu", train=False) == torch.float16
+    with pytest.raises(DareuError, match="loss scaling"):
+        compute_dtype("float16", "cpu", train=True)
+    model, tok = tiny
+    save_model(model, tok, str(tmp_path / "m"))
+    trained, _ = load_model(str(tmp_path / "m"), "cpu", torch.bfloat16, train=True)
+    frozen, _ = load_model(str(tmp_path / "m"), "cpu", torch.bfloat16)
+    assert {p.dtype for p in trained.parameters()} == {torch.float32}
+    assert {p.dtype for p in frozen.parameters()} == {torch.bfloat16}

@@ -1,4 +1,5 @@
 """rollout.py: logprobs that match the HF loss, EOS truncation, pad tokens, prompt formats."""
+import math
 import os
 
 import pytest
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from conftest import TOKENIZERS
 from data import encode_prompts, encode_qa, prompt_ids
 from rollout import (PolicyWithValue, RolloutConfig, ensure_pad_token, forward_logprobs, generate,
-                     position_ids_from_mask, truncate_after_eos)
+                     fit_length, position_ids_from_mask, stop_ids, truncate_after_eos)
 
 
 def test_logprobs_match_hf_loss_on_left_padded_batch(tiny, world_records):
@@ -106,3 +107,55 @@ def test_prompts_use_the_chat_template(name):
     expected = tok.apply_chat_template([{"role": "user", "content": "Who wrote it?"}], add_generation_prompt=True,
                                        tokenize=False)
     assert tok.decode(ids) == expected
+
+
+def test_truncate_after_eos_stops_at_any_declared_stop_id():
+    pad = 0
+    responses = torch.tensor([[5, 7, 6, 2], [5, 2, 7, 6], [5, 6, 6, 6]])
+    out, mask, has_eos = truncate_after_eos(responses, [2, 7], pad)
+    assert out.tolist() == [[5, 7, pad, pad], [5, 2, pad, pad], [5, 6, 6, 6]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]] and has_eos.tolist() == [True, True, False]
+
+
+def test_stop_ids_take_every_declared_eos(tiny):
+    model, tok = tiny
+    saved = model.generation_config.eos_token_id
+    try:
+        model.generation_config.eos_token_id = [tok.eos_token_id, 7, tok.pad_token_id]
+        assert stop_ids(tok, model) == sorted({tok.eos_token_id, 7})     # never the pad token
+    finally:
+        model.generation_config.eos_token_id = saved
+
+
+def test_fit_length_covers_the_answers(tiny):
+    _, tok = tiny
+    answers = ["a " * n for n in range(1, 101)]          # 1..100 words
+    n, fits = fit_length(tok, answers)
+    lengths = sorted(len(tok(a, add_special_tokens=False).input_ids) + 1 for a in answers)
+    assert n == math.ceil(1.25 * lengths[98]) and fits >= 0.99
+    assert sum(l <= n for l in lengths) / len(lengths) == fits
+
+
+def test_rollout_ignores_the_checkpoints_sampling_settings(tiny, world_records, monkeypatch):
+    """A checkpoint's repetition penalty, n-gram ban and minimum length never reach the sampler:
+    the scores generate() sampled from equal our recomputed logprobs of softmax(logits / T)."""
+    model, tok = tiny
+    monkeypatch.setattr(model.generation_config, "repetition_penalty", 1.5)
+    monkeypatch.setattr(model.generation_config, "no_repeat_ngram_size", 1)
+    monkeypatch.setattr(model.generation_config, "min_new_tokens", 6)
+    captured, real_generate = {}, model.generate
+
+    def generate_with_scores(**kwargs):
+        out = real_generate(**kwargs, output_scores=True, return_dict_in_generate=True)
+        captured["scores"] = out.scores
+        return out.sequences
+    monkeypatch.setattr(model, "generate", generate_with_scores)
+    torch.manual_seed(0)
+    out = generate(model, tok, [r["question"] for r in world_records[:4]], RolloutConfig(max_new_tokens=8, temperature=0.7))
+    response = out["input_ids"][:, -out["n_response"]:]
+    sampled = torch.stack([F.log_softmax(s, -1).gather(-1, response[:, t:t + 1]).squeeze(-1)
+                           for t, s in enumerate(captured["scores"][:out["n_response"]])], 1)
+    ours = forward_logprobs(model, out["input_ids"], out["attention_mask"], out["n_response"], 0.7)["logprobs"]
+    real = out["response_mask"].bool()
+    assert real.sum() >= 8 and torch.allclose(ours[real], sampled[real], atol=1e-4)
+    assert model.generation_config.repetition_penalty == 1.5   # the checkpoint's config is left as it was
