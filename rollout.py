@@ -172,8 +172,10 @@ def main():
     out = generate(model, tokenizer, [args.prompt] * args.samples,
                    RolloutConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens), greedy=args.greedy)
     lp = forward_logprobs(model, out["input_ids"], out["attention_mask"], out["n_response"], args.temperature)
-    for text, l, m, e in zip(out["texts"], lp["logprobs"], out["response_mask"], out["has_eos"]):
-        print(f"[logp {float((l * m).sum()):8.2f}{'' if e else ', no EOS'}] {text}")
+    for text, ids, l, m, e in zip(out["texts"], out["input_ids"][:, -out["n_response"]:], lp["logprobs"],
+                                  out["response_mask"], out["has_eos"]):
+        end = f"ended by {tokenizer.convert_ids_to_tokens(int(ids[m.bool()][-1]))}" if e else "no stop token"
+        print(f"[logp {float((l * m).sum()):8.2f}, {int(m.sum())} tokens, {end}] {text}")
 
 
 if __name__ == "__main__":

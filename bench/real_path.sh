@@ -13,16 +13,16 @@ step() { local name=$1; shift; local t0=$(date +%s); "$@"; echo "$name $(( $(dat
 BASE=$(python bench/smollm2.py)
 step data python data.py --data "$TOFU" --owners tofu_000,tofu_001,tofu_198,tofu_199 --write "$W/tofu4.jsonl"
 step original python finetune.py --model "$BASE" --data "$W/tofu4.jsonl" --out "$W/original" \
-    --epochs 6 --lr 1e-4 --batch-size 8
+    --epochs 4 --lr 2e-4 --batch-size 8
 step retain python finetune.py --model "$BASE" --data "$W/tofu4.jsonl" --exclude tofu_198,tofu_199 --out "$W/retain" \
-    --epochs 6 --lr 1e-4 --batch-size 8
+    --epochs 4 --lr 2e-4 --batch-size 8
 step classifier python attribution.py --data "$W/tofu4.jsonl" --base "$BASE" --out "$W/classifier" \
-    --epochs 4 --lr 1e-4 --batch-size 8 --heldout 0.25
+    --epochs 3 --lr 1e-4 --batch-size 8 --heldout 0.25
 step classifier_scratch python attribution.py --data "$W/tofu4.jsonl" --out "$W/classifier_scratch" --heldout 0.25
 step unlearn python unlearn.py --model "$W/original" --data "$W/tofu4.jsonl" --forget tofu_198,tofu_199 \
     --classifier "$W/classifier" --retain-model "$W/retain" --out "$W/dareu" \
-    --iterations 12 --prompts-per-iter 8 --minibatch-size 8 --retain-batch-size 8 --lr 2e-5 --epochs 2 --eval-every 4 \
-    --eval-max-new-tokens 96 --sample-every 4
+    --iterations 10 --prompts-per-iter 8 --minibatch-size 8 --retain-batch-size 8 --lr 2e-5 --epochs 2 --eval-every 5 \
+    --eval-max-new-tokens 80 --sample-every 5
 step evaluate python evaluate.py --model "$W/original" --model "$W/dareu" --retain-model "$W/retain" \
     --data "$W/tofu4.jsonl" --forget tofu_198,tofu_199 --classifier "$W/classifier" --out "$W/eval.json" \
-    --max-new-tokens 96
+    --max-new-tokens 80
