@@ -118,6 +118,8 @@ def generation_config(model, tokenizer, cfg, greedy=False):
     at every stop id. generate() fills the fields left unset here from model.generation_config,
     so generate() below runs with that replaced by a blank one: nothing of the checkpoint's applies."""
     from transformers import GenerationConfig
+    if cfg.max_new_tokens < 1:
+        raise ValueError("RolloutConfig.max_new_tokens is 0: set it, e.g. from fit_length(tokenizer, answers)")
     sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0)
     return GenerationConfig(max_new_tokens=cfg.max_new_tokens, eos_token_id=stop_ids(tokenizer, model),
                             pad_token_id=tokenizer.pad_token_id, **sampling)
