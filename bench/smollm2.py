@@ -53,7 +53,9 @@ def prepare(out=None):
         # 3-4. de-quantised float32 weights, copied into a plain model of the same config
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-        model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+        config = gguf_model.config
+        del config.quantization_config   # else the saved folder would load as a GGUF model, which cannot be saved
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config = gguf_model.generation_config
         save_model(model, tokenizer, out)

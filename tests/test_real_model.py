@@ -43,6 +43,7 @@ def smollm2(smollm2_path):
 
 def test_answers_and_stops_with_its_own_stop_token(smollm2):
     model, tok = smollm2
+    assert not getattr(model, "is_quantized", False)   # an ordinary float32 model, that save_pretrained can write
     assert tok.convert_ids_to_tokens(stop_ids(tok, model)) == ["<|im_end|>"]
     assert tok.pad_token_id != tok.eos_token_id
     out = generate(model, tok, [QA[0]["question"]], RolloutConfig(max_new_tokens=24), greedy=True)
