@@ -231,7 +231,7 @@ def main():
         if not args.list:
             selection = sorted({f for files in STAGE_TESTS.values() for f in files} | set(CROSS))
             status, seconds, detail = run_tests(repo, selection, args.timeout)
-            print(f"unmutated: {status} in {seconds:.0f} s")
+            print(f"unmutated: {status} in {seconds:.0f} s", flush=True)
             if status != "survived":
                 sys.exit(f"the unmutated tests do not pass ({detail}); fix them before counting mutants")
         for i, (file, original, replacement, what) in enumerate(MUTATIONS, 1):

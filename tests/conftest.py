@@ -28,6 +28,19 @@ def tiny(world_records):
     return model, tokenizer
 
 
+@pytest.fixture(scope="session")
+def tiny_folders(tiny, tmp_path_factory):
+    """Two random tiny models saved as Hugging Face folders: {"original": path, "retain": path}."""
+    _, tokenizer = tiny
+    root = tmp_path_factory.mktemp("models")
+    paths = {}
+    for seed, name in enumerate(["original", "retain"]):
+        paths[name] = str(root / name)
+        tiny_model(tokenizer, n_layer=2, d_model=64, seed=seed).save_pretrained(paths[name])
+        tokenizer.save_pretrained(paths[name])
+    return paths
+
+
 def run_python(args, env=None, cwd=ROOT, timeout=600):
     """Run `python args...` in the repo; returns the CompletedProcess (text). A run past `timeout`
     fails the test with the command and the end of its output, not a bare TimeoutExpired."""

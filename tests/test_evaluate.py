@@ -3,21 +3,15 @@ the Hugging Face loss, and end-to-end runs of the CLI on tiny random models."""
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import evaluate as E
+from conftest import TOFU, run_python
+from data import DareuError, encode_qa, read_json_records, synthetic_world
 
-import evaluate as E  # noqa: E402
-from conftest import run_python  # noqa: E402
-from data import DareuError, encode_qa, read_json_records, synthetic_world  # noqa: E402
-from rollout import ensure_pad_token  # noqa: E402
-
-TOFU = os.path.join(ROOT, "..", "shared", "data", "tofu")
 needs_tofu = pytest.mark.skipif(not os.path.isfile(os.path.join(TOFU, "forget10_perturbed.json")),
                                 reason="no TOFU folder at ../shared/data/tofu")
 
@@ -196,48 +190,8 @@ def test_make_set_subset():
 # ----------------------------------------------------------------------------------------------
 # 2. Tiny models
 
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    texts = [r["question"] + " " + r["answer"] for r in synthetic_world()]
-    if os.path.isdir(TOFU):
-        texts += [r["question"] + " " + r["answer"] for r in read_json_records(os.path.join(TOFU, "full.json"))[::10]]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                       show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
-
-
-def tiny_model(tokenizer, seed):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config).eval()
-    ensure_pad_token(tokenizer, model)
-    return model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """Two random tiny models saved as folders: "original" and "retain"."""
-    tokenizer = tiny_tokenizer()
-    root = tmp_path_factory.mktemp("models")
-    paths = {}
-    for seed, name in enumerate(["original", "retain"]):
-        model = tiny_model(tokenizer, seed)
-        paths[name] = str(root / name)
-        model.save_pretrained(paths[name])
-        tokenizer.save_pretrained(paths[name])
-    return tokenizer, tiny_model(tokenizer, 0), paths
-
-
 def test_answer_nll_equals_hf_loss(tiny):
-    tokenizer, model, _ = tiny
+    model, tokenizer = tiny
     records = synthetic_world()[:5]
     questions, answers = [r["question"] for r in records], [r["answer"] for r in records]
     answers[1] = "Yes."   # rows of very different lengths, so the batch is left-padded
@@ -258,7 +212,7 @@ class FakeClassifier:
 
 
 def test_evaluate_records(tiny):
-    tokenizer, model, _ = tiny
+    model, tokenizer = tiny
     records = synthetic_world()
     forget, retain = records[:12], records[12:]
     cfg = E.EvalConfig(max_new_tokens=4, batch_size=4, max_questions=3)
@@ -282,8 +236,8 @@ def test_help():
 
 
 @needs_tofu
-def test_cli_tofu(tiny, tmp_path):
-    _, _, paths = tiny
+def test_cli_tofu(tiny_folders, tmp_path):
+    paths = tiny_folders
     common = ["--data", TOFU, "--forget", "forget10", "--max-questions", "3", "--max-new-tokens", "4",
               "--batch-size", "8"]
     # the retain model and the original, side by side
@@ -320,8 +274,8 @@ def test_cli_tofu(tiny, tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
 
 
-def test_cli_generic_records(tiny, tmp_path):
-    _, _, paths = tiny
+def test_cli_generic_records(tiny_folders, tmp_path):
+    paths = tiny_folders
     records = synthetic_world()
     data = tmp_path / "records.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
