@@ -13,6 +13,7 @@ TOKENIZERS = os.path.join(ROOT, "..", "shared", "data", "tokenizers")
 
 from data import synthetic_world  # noqa: E402
 from finetune import tiny_model, train_tokenizer  # noqa: E402
+from unlearn import WORLD_VERSION, build_world  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +61,6 @@ def default_world(tmp_path_factory):
     built here, in the test process, by unlearn.py's own build_world (the slow part: minutes on a
     loaded machine), so the timed subprocess only runs DareU on the cached world.
     Returns (cache dir, world dir, out dir, process)."""
-    from unlearn import WORLD_VERSION, build_world
     cache = tmp_path_factory.mktemp("cache")
     world = cache / f"world-{WORLD_VERSION}-seed0"   # where `unlearn.py` (seed 0) looks for it
     build_world(str(world), seed=0)
