@@ -6,7 +6,8 @@ Each mutation below is (stage file, exact original text, replacement, what the b
   2. the mutated file is written into a temporary copy of the repository (the tracked and untracked,
      non-ignored files; ../shared is linked beside it), so the working tree is never touched;
   3. the tests that cover the file (TESTS[file]) and the cross-stage loop tests (CROSS) run with -x;
-     a failing or erroring run (or one past --timeout) "kills" the mutant, a passing one lets it survive;
+     a failing or erroring run (or one past --timeout) "kills" the mutant, a passing one (or an empty
+     selection) lets it survive;
   4. the file is restored (try/finally, Ctrl-C included) before the next mutation.
 Score = killed / (killed + survived). Prints a table and writes JSON (bench/results/mutation.json).
 
@@ -211,7 +212,9 @@ def run_tests(repo, files, timeout):
     except subprocess.TimeoutExpired:
         return "timeout", time.time() - start, f"no result after {timeout} s: {' '.join(cmd[3:])}"
     failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M)
-    status = {0: "survived", 1: "killed", 2: "killed"}.get(proc.returncode, f"error (pytest exit {proc.returncode})")
+    # pytest exit 0: all passed; 5: no test selected (none covers the file): the mutant survives either way
+    status = {0: "survived", 5: "survived", 1: "killed", 2: "killed"}.get(proc.returncode,
+                                                                      f"error (pytest exit {proc.returncode})")
     detail = failed[0] if failed else (proc.stdout + proc.stderr).strip().splitlines()[-1:]
     return status, time.time() - start, detail if isinstance(detail, str) else " ".join(detail)
 
