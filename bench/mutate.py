@@ -154,8 +154,8 @@ MUTATIONS = [
     # attribution.py: the classifier
     ("attribution.py", "[:, index.to(self.model.device)].sum(-1)", "[:, index.to(self.model.device)].mean(-1)",
      "a_F as the mean, not the sum, over forget owners"),
-    ("attribution.py", "return out.logits[:, -1, self.label_ids].float()", "return out.logits[:, 0, self.label_ids].float()",
-     "label read at the first position"),
+    ("attribution.py", "position_ids=position_ids_from_mask(mask),", "",
+     "classifier forward without position ids (left padding shifts them)"),
     ("attribution.py", "if w[0].isupper() and w not in NOT_NAMES", "if w[0].isupper()",
      "name masking masks question words"),
 ]
