@@ -25,7 +25,7 @@ class LengthClassifier:
         self.constant = constant
 
     def forget_attribution(self, questions, responses, forget_owners):
-        return torch.tensor([self.constant if self.constant is not None else min(1.0, len(r) / 40) for r in responses])
+        return torch.tensor([min(1.0, len(r) / 40) if self.constant is None else self.constant for r in responses])
 
 
 def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target_attribution=0.0, **reward):
@@ -36,13 +36,13 @@ def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target_att
     ref = copy.deepcopy(model).requires_grad_(False)
     forget, retain = split_records(world_records, owners_of(world_records)[:1])
     cfgs = dict(cfg=unlearn.UnlearnConfig(iterations=iterations, prompts_per_iter=4, samples_per_prompt=2,
-                                          target_attribution=target_attribution, eval_every=1 if target_attribution else 0,
-                                          sample_every=0),
-                rollout_cfg=RolloutConfig(temperature=0.7, max_new_tokens=6),
-                reward_cfg=RewardConfig(**reward), ppo_cfg=PPOConfig(lr=3e-3, epochs=2, minibatch_size=4, retain_batch_size=4),
+                                          target_attribution=target_attribution,
+                                          eval_every=1 if target_attribution else 0, sample_every=0),
+                rollout_cfg=RolloutConfig(temperature=0.7, max_new_tokens=6), reward_cfg=RewardConfig(**reward),
+                ppo_cfg=PPOConfig(lr=3e-3, epochs=2, minibatch_size=4, retain_batch_size=4),
                 eval_cfg=EvalConfig(max_new_tokens=4, batch_size=8))
-    result = unlearn.unlearn(model, tok, ref, classifier, forget, retain, owners_of(forget), metrics_path=tmp_path / "m.jsonl",
-                             **cfgs)
+    result = unlearn.unlearn(model, tok, ref, classifier, forget, retain, owners_of(forget),
+                             metrics_path=tmp_path / "m.jsonl", **cfgs)
     lines = [json.loads(l) for l in (tmp_path / "m.jsonl").read_text().splitlines()]
     return model, ref, cfgs, lines, result
 
@@ -77,7 +77,7 @@ def test_loop_wiring_observed_at_the_update(tiny, world_records, tmp_path, monke
     assert result == (3, False) and [l["iteration"] for l in lines] == [1, 2, 3] and len(calls) == 3
     reward_cfg, n = cfgs["reward_cfg"], 8                       # 4 prompts × 2 samples per iteration
     beta = reward_cfg.kl_coef
-    for it, (call, line) in enumerate(zip(calls, lines), 1):
+    for call, line in zip(calls, lines):
         batch, mask = call["batch"], call["batch"]["response_mask"]
         real = mask.bool()
         assert call["temperature"] == 0.7 and call["ref_lm"] is ref
