@@ -76,6 +76,24 @@ def retain_distillation(policy_lm, ref_lm, tokenizer, records):
     return masked_mean(kl, answer_mask[:, 1:].float())
 
 
+def ppo_losses(logprobs, values, old_logprobs, old_values, advantages, returns, mask, cfg):
+    """The clipped policy loss L_clip and value loss L_V of one minibatch ([B, R] tensors, `mask` 1 on
+    real response tokens), and the minibatch's statistics (floats):
+        ρ_t       = exp(log π_θ(y_t|·) − log π_old(y_t|·))
+        approx_kl = mean_t (ρ_t − 1) − log ρ_t      k3 estimator of KL(π_old ‖ π_θ) on samples of π_old
+        clipfrac  = share of tokens with |ρ_t − 1| > ε,   ratio = mean_t ρ_t"""
+    log_ratio = (logprobs - old_logprobs) * mask
+    ratio = log_ratio.exp()
+    pg_loss = masked_mean(torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)), mask)
+    v_clipped = old_values + (values - old_values).clamp(-cfg.vf_clip, cfg.vf_clip)
+    vf_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+    with torch.no_grad():
+        stats = {"approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),
+                 "clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip).float(), mask).item(),
+                 "ratio": masked_mean(ratio, mask).item()}
+    return pg_loss, vf_loss, stats
+
+
 def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, retain_stream=None, generator=None):
     """K epochs of clipped PPO minibatch steps on one rollout `batch` (dict with input_ids,
     attention_mask, response_mask, n_response, logprobs, values, advantages, returns).
@@ -92,12 +110,8 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
             first = int(attn.any(0).float().argmax())
             out = forward_logprobs(policy, ids[:, first:], attn[:, first:], R, temperature, with_entropy=True)
             old_logp, adv, ret, old_v = (batch[k][idx] for k in ("logprobs", "advantages", "returns", "values"))
-
-            log_ratio = (out["logprobs"] - old_logp) * mask
-            ratio = log_ratio.exp()
-            pg_loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)), mask)
-            v_clipped = old_v + (out["values"] - old_v).clamp(-cfg.vf_clip, cfg.vf_clip)
-            vf_loss = 0.5 * masked_mean(torch.max((out["values"] - ret) ** 2, (v_clipped - ret) ** 2), mask)
+            pg_loss, vf_loss, minibatch_stats = ppo_losses(out["logprobs"], out["values"], old_logp, old_v, adv, ret,
+                                                           mask, cfg)
             loss = pg_loss + cfg.vf_coef * vf_loss
             retain_kl = torch.zeros(())
             if retain_stream is not None and cfg.retain_coef > 0:
@@ -108,13 +122,9 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             optimizer.step()
-            with torch.no_grad():
-                stats.append({
-                    "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "retain_kl": retain_kl.item(),
-                    "approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),   # k3 estimator
-                    "clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip).float(), mask).item(),
-                    "ratio": masked_mean(ratio, mask).item(),
-                    "entropy": masked_mean(out["entropy"], mask).item(), "grad_norm": grad_norm.item()})
+            stats.append({"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "retain_kl": retain_kl.item(),
+                          **minibatch_stats, "entropy": masked_mean(out["entropy"], mask).item(),
+                          "grad_norm": grad_norm.item()})
     return stats
 
 

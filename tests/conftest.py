@@ -13,6 +13,7 @@ TOKENIZERS = os.path.join(ROOT, "..", "shared", "data", "tokenizers")
 
 from data import synthetic_world  # noqa: E402
 from finetune import tiny_model, train_tokenizer  # noqa: E402
+from unlearn import WORLD_VERSION, build_world  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -28,21 +29,44 @@ def tiny(world_records):
     return model, tokenizer
 
 
-def run_python(args, env=None, cwd=ROOT):
-    """Run `python args...` in the repo; returns the CompletedProcess (text)."""
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+@pytest.fixture(scope="session")
+def tiny_folders(tiny, tmp_path_factory):
+    """Two random tiny models saved as Hugging Face folders: {"original": path, "retain": path}."""
+    _, tokenizer = tiny
+    root = tmp_path_factory.mktemp("models")
+    paths = {}
+    for seed, name in enumerate(["original", "retain"]):
+        paths[name] = str(root / name)
+        tiny_model(tokenizer, n_layer=2, d_model=64, seed=seed).save_pretrained(paths[name])
+        tokenizer.save_pretrained(paths[name])
+    return paths
+
+
+def run_python(args, env=None, cwd=ROOT, timeout=600):
+    """Run `python args...` in the repo; returns the CompletedProcess (text). A run past `timeout`
+    fails the test with the command and the end of its output, not a bare TimeoutExpired."""
+    try:
+        return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as e:
+        tail = "\n".join(x.decode(errors="replace") if isinstance(x, bytes) else x
+                         for x in (e.stdout, e.stderr) if x)[-3000:]
+        pytest.fail(f"timed out after {timeout} s running `python {' '.join(args)}`; its last output:\n{tail}",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def default_world(tmp_path_factory):
-    """The embedded default world (built by unlearn.py's own code, cached in a temp folder) and one
-    2-iteration run of `python unlearn.py` on it. Returns (cache dir, world dir, out dir, process)."""
+    """The embedded default world and one 2-iteration run of `python unlearn.py` on it. The world is
+    built here, in the test process, by unlearn.py's own build_world (the slow part: minutes on a
+    loaded machine), so the timed subprocess only runs DareU on the cached world.
+    Returns (cache dir, world dir, out dir, process)."""
     cache = tmp_path_factory.mktemp("cache")
+    world = cache / f"world-{WORLD_VERSION}-seed0"   # where `unlearn.py` (seed 0) looks for it
+    build_world(str(world), seed=0)
     out = tmp_path_factory.mktemp("runs") / "unlearned"
     proc = run_python(["unlearn.py", "--out", str(out), "--iterations", "2", "--eval-every", "1"],
-                   env={"DAREU_CACHE": str(cache)})
-    world = next(p for p in cache.iterdir() if p.name.startswith("world-"))
+                      env={"DAREU_CACHE": str(cache)})
     return cache, world, out, proc
 
 

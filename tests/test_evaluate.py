@@ -3,21 +3,15 @@ the Hugging Face loss, and end-to-end runs of the CLI on tiny random models."""
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import evaluate as E
+from conftest import TOFU, run_python
+from data import DareuError, encode_qa, read_json_records, synthetic_world
 
-import evaluate as E  # noqa: E402
-from data import DareuError, encode_qa, read_json_records, synthetic_world  # noqa: E402
-from rollout import ensure_pad_token  # noqa: E402
-
-TOFU = os.path.join(ROOT, "..", "shared", "data", "tofu")
 needs_tofu = pytest.mark.skipif(not os.path.isfile(os.path.join(TOFU, "forget10_perturbed.json")),
                                 reason="no TOFU folder at ../shared/data/tofu")
 
@@ -117,6 +111,73 @@ def test_tug_of_war_hand():
     assert E.tug_of_war({"forget": 0.3, "retain": 0.9}, {"forget": 0.3, "retain": 0.9}) == 1.0
 
 
+def set_scores(prob, rouge, truth_ratio, per_question):
+    """One set's scores as score_set returns them; per-question values other than those given are empty."""
+    return {"prob": prob, "rouge": rouge, "truth_ratio": truth_ratio, "attribution": 0.9,
+            "per_question": {"answer_nll": [], "prob": [], "rouge": [], "truth_ratio": None, **per_question}}
+
+
+def test_summarise_pins_each_metric_to_its_statistic():
+    """Hand-made tables where every candidate input differs, so only the right statistic gives the
+    expected number."""
+    unlearned = {
+        "forget": set_scores(0.9, 0.2, 0.3, {"truth_ratio": [0.1, 0.2], "prob": [0.3, 0.6], "answer_nll": [1.0, 4.0],
+                                             "rouge": [0.1, 0.3]}),
+        "retain": set_scores(0.5, 0.9, 1.0, {"rouge": [0.9]}),
+        "real_authors": set_scores(0.5, 0.5, 0.25, {"rouge": [1.0, 1.0, 0.0, 0.0]}),
+        "world_facts": set_scores(0.5, 1.0, 0.5, {"rouge": [1.0]})}
+    retain = {
+        "forget": set_scores(0.1, 0.5, 0.7, {"truth_ratio": [0.8, 0.9], "prob": [0.4, 0.5], "answer_nll": [2.0, 3.0],
+                                             "rouge": [0.2, 0.8]}),
+        "retain": set_scores(0.6, 1.0, 0.8, {"rouge": [1.0]}),
+        "real_authors": set_scores(0.4, 1.0, 0.2, {"rouge": [1.0, 1.0, 1.0, 1.0]}),
+        "world_facts": set_scores(0.3, 0.0, 0.1, {"rouge": [0.0]})}
+    out = E.summarise(unlearned, retain)
+    # Forget Quality: KS on the forget set's per-question truth ratios, [0.1, 0.2] vs [0.8, 0.9], fully
+    # separated: p = 2 / C(4, 2) = 1/3. Probability [0.3, 0.6] vs [0.4, 0.5], NLL [1, 4] vs [2, 3] and
+    # ROUGE [0.1, 0.3] vs [0.2, 0.8] interleave: p = 1.
+    assert out["forget_quality"] == pytest.approx(1 / 3, abs=1e-9)
+    # Model Utility: harmonic mean of prob, ROUGE, truth ratio on retain (0.5, 0.9, 1), real authors
+    # (0.5, 0.5, 0.25), world facts (0.5, 1, 0.5): 9 / (2 + 10/9 + 1 + 2 + 2 + 4 + 2 + 1 + 2) = 9 / (17 + 1/9)
+    # (the forget set's 0.9, 0.2, 0.3 and the attribution 0.9 must not enter)
+    assert out["model_utility"] == pytest.approx(9 / (17 + 1 / 9), abs=1e-12)
+    # Tug-of-War on ROUGE-L: forget 0.2 vs 0.5, retain 0.9 vs 1.0, test = pooled per-question ROUGE of
+    # real authors + world facts: 3/5 = 0.6 vs 4/5 = 0.8 (a mean of the two set means would give 0.75 vs 0.5)
+    # (1 − 0.3)(1 − 0.1)(1 − 0.2) = 0.7 · 0.9 · 0.8 = 0.504
+    assert out["tug_of_war"] == pytest.approx(0.504, abs=1e-12)
+    assert E.summarise(retain, retain) == {"forget_quality": 1.0, "model_utility": pytest.approx(E.hmean(
+        [0.6, 1.0, 0.8, 0.4, 1.0, 0.2, 0.3, 0.0, 0.1])), "tug_of_war": 1.0}
+
+
+def test_score_set_slices_the_nlls_by_hand(monkeypatch):
+    """score_set's bookkeeping on a table of NLLs keyed by (question, answer): gold, paraphrased and a
+    ragged list of perturbed answers, on a plain set and on a multiple-choice one."""
+    nll = {("q1", "red fox"): 1.0, ("q2", "blue sky"): 2.0, ("q1", "a red fox"): 0.5, ("q2", "the blue sky"): 3.0,
+           ("q1", "x1"): 1.5, ("q1", "y1"): 2.5, ("q2", "x2"): 1.0, ("q2", "y2"): 2.0, ("q2", "z2"): 3.0}
+    monkeypatch.setattr(E, "answer_nll", lambda model, tok, qs, ans, *args, **kw: np.array([nll[k] for k in zip(qs, ans)]))
+    monkeypatch.setattr(E, "greedy_answers", lambda model, tok, qs, cfg, desc: ["red fox", "green"])
+    rows = [{"question": "q1", "answer": "red fox", "paraphrased_answer": "a red fox", "perturbed_answer": ["x1", "y1"]},
+            {"question": "q2", "answer": "blue sky", "paraphrased_answer": "the blue sky",
+             "perturbed_answer": ["x2", "y2", "z2"]}]
+    cfg = E.EvalConfig()
+    forget = E.score_set(None, None, E.make_set("forget", rows, 0, "hand"), cfg)
+    # Probability exp(−NLL(a)): (e^−1 + e^−2) / 2; ROUGE-L recall of "red fox", "green": (1 + 0) / 2
+    assert forget["prob"] == pytest.approx((math.exp(-1) + math.exp(-2)) / 2, abs=1e-12)
+    assert forget["rouge"] == pytest.approx(0.5, abs=1e-12)
+    # R = exp(NLL_para − mean NLL_pert): exp(0.5 − 2) = e^−1.5, exp(3 − 2) = e; forget: mean min(R, 1/R)
+    assert np.allclose(forget["per_question"]["truth_ratio"], [math.exp(-1.5), math.e], atol=1e-12)
+    assert forget["truth_ratio"] == pytest.approx((math.exp(-1.5) + math.exp(-1)) / 2, abs=1e-12)
+    assert forget["per_question"]["perturbed_nll"] == [[1.5, 2.5], [1.0, 2.0, 3.0]]
+    # multiple choice (no paraphrase, as TOFU's real authors): P̃(a) / (P̃(a) + Σ_j P̃(â_j)) and R against the answer
+    options = E.score_set(None, None, E.make_set("real_authors", [{k: r[k] for k in ("question", "answer",
+                                                                                     "perturbed_answer")} for r in rows],
+                                                 0, "hand"), cfg)
+    expected = [1 / (1 + math.exp(1 - 1.5) + math.exp(1 - 2.5)), 1 / (1 + math.exp(2 - 1) + 1 + math.exp(2 - 3))]
+    assert np.allclose(options["per_question"]["prob"], expected, atol=1e-12)
+    # R = exp(NLL(a) − mean NLL_pert) = e^−1, e^0; elsewhere mean max(0, 1 − R) = (1 − e^−1 + 0) / 2
+    assert options["truth_ratio"] == pytest.approx((1 - math.exp(-1)) / 2, abs=1e-12)
+
+
 def test_make_set_subset():
     rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(10)]
     s = E.make_set("retain", rows, 4, "test")
@@ -129,48 +190,8 @@ def test_make_set_subset():
 # ----------------------------------------------------------------------------------------------
 # 2. Tiny models
 
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    texts = [r["question"] + " " + r["answer"] for r in synthetic_world()]
-    if os.path.isdir(TOFU):
-        texts += [r["question"] + " " + r["answer"] for r in read_json_records(os.path.join(TOFU, "full.json"))[::10]]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                       show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
-
-
-def tiny_model(tokenizer, seed):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config).eval()
-    ensure_pad_token(tokenizer, model)
-    return model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """Two random tiny models saved as folders: "original" and "retain"."""
-    tokenizer = tiny_tokenizer()
-    root = tmp_path_factory.mktemp("models")
-    paths = {}
-    for seed, name in enumerate(["original", "retain"]):
-        model = tiny_model(tokenizer, seed)
-        paths[name] = str(root / name)
-        model.save_pretrained(paths[name])
-        tokenizer.save_pretrained(paths[name])
-    return tokenizer, tiny_model(tokenizer, 0), paths
-
-
 def test_answer_nll_equals_hf_loss(tiny):
-    tokenizer, model, _ = tiny
+    model, tokenizer = tiny
     records = synthetic_world()[:5]
     questions, answers = [r["question"] for r in records], [r["answer"] for r in records]
     answers[1] = "Yes."   # rows of very different lengths, so the batch is left-padded
@@ -191,7 +212,7 @@ class FakeClassifier:
 
 
 def test_evaluate_records(tiny):
-    tokenizer, model, _ = tiny
+    model, tokenizer = tiny
     records = synthetic_world()
     forget, retain = records[:12], records[12:]
     cfg = E.EvalConfig(max_new_tokens=4, batch_size=4, max_questions=3)
@@ -206,8 +227,7 @@ def test_evaluate_records(tiny):
 
 def run_cli(*args):
     # one OpenMP thread: tiny models gain nothing from two, and lose much when the cores are busy
-    return subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return run_python(["evaluate.py", *args], env={"OMP_NUM_THREADS": "1"}, timeout=300)
 
 
 def test_help():
@@ -216,8 +236,8 @@ def test_help():
 
 
 @needs_tofu
-def test_cli_tofu(tiny, tmp_path):
-    _, _, paths = tiny
+def test_cli_tofu(tiny_folders, tmp_path):
+    paths = tiny_folders
     common = ["--data", TOFU, "--forget", "forget10", "--max-questions", "3", "--max-new-tokens", "4",
               "--batch-size", "8"]
     # the retain model and the original, side by side
@@ -254,8 +274,8 @@ def test_cli_tofu(tiny, tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
 
 
-def test_cli_generic_records(tiny, tmp_path):
-    _, _, paths = tiny
+def test_cli_generic_records(tiny_folders, tmp_path):
+    paths = tiny_folders
     records = synthetic_world()
     data = tmp_path / "records.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))

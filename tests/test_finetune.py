@@ -7,8 +7,26 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_python
-from data import owners_of, split_records
+from data import answer_ids, encode_qa, owners_of, split_records
 from finetune import FinetuneConfig, answer_logprobs, finetune, nll, objective_loss
+
+
+def test_answer_logprobs_equal_the_hf_loss_per_row(tiny, world_records):
+    """The baselines' teacher-forced ℓ(y|x) and |y| on a left-padded batch, against the Hugging Face
+    loss of each row alone (its own shift, answer tokens only) and the answer's token count."""
+    model, tok = tiny
+    records = [world_records[0], {**world_records[1], "answer": "Yes."}, world_records[2]]
+    with torch.no_grad():
+        logp, n = answer_logprobs(model, tok, records)
+    ids, mask, answer_mask = encode_qa(tok, [r["question"] for r in records], [r["answer"] for r in records])
+    assert (mask == 0).any()
+    for i, r in enumerate(records):
+        row = ids[i][mask[i].bool()][None]
+        labels = row.masked_fill(answer_mask[i][mask[i].bool()][None] == 0, -100)
+        assert n[i].item() == len(answer_ids(tok, r["answer"]))           # answer tokens, EOS included
+        with torch.no_grad():
+            hf_mean_nll = model(input_ids=row, labels=labels).loss.item()
+        assert logp[i].item() == pytest.approx(-hf_mean_nll * n[i].item(), rel=1e-5)
 
 
 def test_sft_fits_the_training_answers(tiny, world_records):

@@ -1,11 +1,17 @@
-"""ppo.py: GAE against a loop, whitening, the first-minibatch invariant, retain distillation."""
+"""ppo.py: GAE against a loop, whitening, the clipped losses on a batch worked out by hand, the
+first-minibatch invariant, the update's direction, and every KL against its definition."""
 import copy
+import math
 import random
 
+import pytest
 import torch
+import torch.nn.functional as F
+from torch.distributions import Categorical, kl_divergence
 
+from data import encode_qa
 from finetune import batches
-from ppo import PPOConfig, gae, ppo_update, retain_distillation, whiten
+from ppo import PPOConfig, gae, ppo_losses, ppo_update, retain_distillation, whiten
 from reward import token_rewards
 from rollout import PolicyWithValue, RolloutConfig, forward_logprobs, generate
 
@@ -97,3 +103,170 @@ def test_retain_distillation_zero_for_identical_models_and_positive_after_change
     with torch.no_grad():
         other.lm_head.weight.add_(0.05 * torch.randn_like(other.lm_head.weight))
     assert retain_distillation(other, ref, tok, world_records[:4]).item() > 1e-4
+
+
+# ----------------------------------------------------------------------------------------------
+# The clipped losses on a hand-built minibatch: 2 rows, the second one token shorter (its last
+# column is padding, filled with garbage that must not leak in). ε = 0.2, ε_v = 0.5 (≠ ε on purpose).
+
+MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+RATIO = [[1.5, 0.7, 1.3], [0.5, 1.1, 1.0]]      # ρ = π_θ / π_old per token (padding: old logprob −50)
+ADV = torch.tensor([[1.0, 2.0, -1.0], [-1.0, 1.0, 7.0]])
+
+
+def hand_minibatch():
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5], [-3.0, -1.5, -0.2]], requires_grad=True)
+    old = logprobs.detach() - torch.log(torch.tensor(RATIO))
+    old[1, 2] = -50.0
+    values = torch.tensor([[1.0, -1.0, 0.2], [0.0, 1.3, 9.0]], requires_grad=True)
+    old_values = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    returns = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, -9.0]])
+    return logprobs, values, old, old_values, returns
+
+
+def test_ppo_losses_by_hand():
+    logprobs, values, old, old_values, returns = hand_minibatch()
+    cfg = PPOConfig(clip=0.2, vf_clip=0.5)
+    pg_loss, vf_loss, stats = ppo_losses(logprobs, values, old, old_values, ADV, returns, MASK, cfg)
+    # policy, per token max(−Aρ, −A·clip(ρ, 0.8, 1.2)):
+    #   ρ 1.5, A +1: max(−1.5, −1.2) = −1.2   clipped (ρ > 1+ε helps no more)
+    #   ρ 0.7, A +2: max(−1.4, −1.6) = −1.4   unclipped (pessimistic side)
+    #   ρ 1.3, A −1: max( 1.3,  1.2) =  1.3   unclipped (pessimistic side)
+    #   ρ 0.5, A −1: max( 0.5,  0.8) =  0.8   clipped (ρ < 1−ε helps no more)
+    #   ρ 1.1, A +1: −1.1                     inside the clip range
+    # mean over the 5 real tokens: (−1.2 − 1.4 + 1.3 + 0.8 − 1.1) / 5 = −1.6 / 5 = −0.32
+    assert pg_loss.item() == pytest.approx(-0.32, abs=1e-6)
+    # value, per token ½ max((V − R)², (clip(V, V_old ± 0.5) − R)²):
+    #   V 1.0, old 0, R 2: max(1, (0.5 − 2)² = 2.25) = 2.25   clipped side
+    #   V −1,  old 0, R 0: max(1, (−0.5)² = 0.25)    = 1      unclipped side
+    #   V 0.2, old 0, R 0: 0.04                                inside
+    #   V 0,   old 1, R 0: max(0, 0.5² = 0.25)        = 0.25   clipped side
+    #   V 1.3, old 1, R 3: 1.7² = 2.89                         inside
+    # ½ · (2.25 + 1 + 0.04 + 0.25 + 2.89) / 5 = 0.643
+    assert vf_loss.item() == pytest.approx(0.643, abs=1e-6)
+    # |ρ − 1| > 0.2 for 1.5, 0.7, 1.3, 0.5, not 1.1: clipfrac 4/5; mean ρ = 5.1 / 5 = 1.02
+    assert stats["clipfrac"] == pytest.approx(0.8, abs=1e-6)
+    assert stats["ratio"] == pytest.approx(1.02, abs=1e-6)
+    # k3: mean (ρ − 1) − log ρ = (0.1 − log(1.5·0.7·1.3·0.5·1.1)) / 5
+    assert stats["approx_kl"] == pytest.approx((0.1 - math.log(1.5 * 0.7 * 1.3 * 0.5 * 1.1)) / 5, abs=1e-6)
+    # gradients: ∂L_clip/∂log π_θ = −Aρ/5 on unclipped tokens, 0 on clipped ones and padding
+    # (descending L_clip raises log π where A > 0 and lowers it where A < 0)
+    pg_loss.backward()
+    assert torch.allclose(logprobs.grad, torch.tensor([[0.0, -2 * 0.7 / 5, 1.3 / 5], [0.0, -1.1 / 5, 0.0]]), atol=1e-6)
+    # ∂(½ mean max(...))/∂V = (V − R)/5 on the unclipped side and inside, 0 on the clipped side
+    vf_loss.backward()
+    assert torch.allclose(values.grad, torch.tensor([[0.0, -1 / 5, 0.2 / 5], [0.0, -1.7 / 5, 0.0]]), atol=1e-6)
+
+
+def test_ppo_update_uses_the_rollout_logprobs_values_and_temperature(tiny, world_records):
+    """One minibatch, lr 0: ppo_update's statistics are those of the definitions on the policy's
+    own logprobs (recomputed at the rollout temperature) against the batch's old logprobs."""
+    model, tok = tiny
+    temperature = 0.7
+    torch.manual_seed(0)
+    policy, batch = make_rollout(copy.deepcopy(model), tok, world_records[:8], temperature)
+    mask = batch["response_mask"]
+    g = torch.Generator().manual_seed(1)
+    log_ratio = (torch.rand(mask.shape, generator=g) - 0.5) * mask            # ρ in [e^−½, e^½]
+    new_logp = batch["logprobs"]
+    batch.update(logprobs=new_logp - log_ratio, advantages=torch.randn(mask.shape, generator=g) * mask,
+                 values=torch.randn(mask.shape, generator=g) * mask, returns=torch.randn(mask.shape, generator=g) * mask)
+    cfg = PPOConfig(lr=0.0, epochs=1, minibatch_size=8, clip=0.2, vf_clip=0.3)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=0.0)
+    stats = ppo_update(policy, None, optimizer, tok, batch, cfg, temperature)
+    assert len(stats) == 1
+    ratio, adv, n = log_ratio.exp(), batch["advantages"], mask.sum()
+    pg = torch.max(-adv * ratio, -adv * ratio.clamp(0.8, 1.2))
+    v_old, ret = batch["values"], batch["returns"]           # the policy's values are 0 (zero-init head)
+    vf = 0.5 * torch.max(ret ** 2, (v_old + (0 - v_old).clamp(-0.3, 0.3) - ret) ** 2)
+    assert stats[0]["ratio"] == pytest.approx(((ratio * mask).sum() / n).item(), abs=1e-5)
+    assert stats[0]["clipfrac"] == pytest.approx(((((ratio - 1).abs() > 0.2) * mask).sum() / n).item(), abs=1e-6)
+    assert stats[0]["approx_kl"] == pytest.approx((((ratio - 1 - log_ratio) * mask).sum() / n).item(), abs=1e-5)
+    assert stats[0]["pg_loss"] == pytest.approx(((pg * mask).sum() / n).item(), abs=1e-5)
+    assert stats[0]["vf_loss"] == pytest.approx(((vf * mask).sum() / n).item(), abs=1e-5)
+    assert 0.2 < stats[0]["clipfrac"] < 0.8                  # both sides of the clip are in play
+
+
+def test_update_raises_logprobs_of_positive_advantages_and_fits_values(tiny, world_records):
+    model, tok = tiny
+    torch.manual_seed(0)
+    policy, batch = make_rollout(copy.deepcopy(model), tok, world_records[:8], 1.0)
+    mask = batch["response_mask"]
+    sign = torch.tensor([1.0, -1.0] * 4)[:, None]             # rows 0, 2, ... good; rows 1, 3, ... bad
+    batch.update(advantages=sign * mask, returns=mask.clone())
+    cfg = PPOConfig(lr=1e-3, epochs=1, minibatch_size=8, vf_coef=1.0)
+    ppo_update(policy, None, torch.optim.AdamW(policy.parameters(), lr=cfg.lr), tok, batch, cfg, 1.0)
+    with torch.no_grad():
+        after = forward_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["n_response"], 1.0)
+    change = ((after["logprobs"] - batch["logprobs"]) * mask).sum(-1)
+    assert (change[sign[:, 0] > 0] > 0).all() and (change[sign[:, 0] < 0] < 0).all()
+    # the value head moved from 0 toward the returns (1 on every real token)
+    assert ((after["values"] * mask).sum() / mask.sum()).item() > 0.01
+
+
+def test_retain_distillation_pulls_the_policy_to_the_reference(tiny, world_records):
+    model, tok = tiny
+    ref = copy.deepcopy(model).requires_grad_(False)
+    torch.manual_seed(0)
+    policy, batch = make_rollout(copy.deepcopy(model), tok, world_records[:4], 1.0)
+    with torch.no_grad():
+        policy.model.lm_head.weight.add_(0.1 * torch.randn_like(policy.model.lm_head.weight))
+    zero = torch.zeros_like(batch["response_mask"])
+    batch.update(advantages=zero, returns=zero, values=zero)   # only the retain term has a gradient
+    before = retain_distillation(policy.model, ref, tok, world_records[4:12]).item()
+    cfg = PPOConfig(lr=3e-3, epochs=3, minibatch_size=4, retain_coef=1.0)
+    ppo_update(policy, ref, torch.optim.AdamW(policy.parameters(), lr=cfg.lr), tok, batch, cfg, 1.0,
+               iter(lambda: world_records[4:12], None))
+    assert retain_distillation(policy.model, ref, tok, world_records[4:12]).item() < 0.7 * before
+
+
+# ----------------------------------------------------------------------------------------------
+# Every KL against its definition, in its direction
+
+def test_k3_approx_kl_is_kl_of_old_to_new():
+    """On tokens drawn from π_old, mean (ρ − 1) − log ρ estimates KL(π_old ‖ π_θ). With π_old =
+    (½, ¼, ⅛, ⅛), the 8 tokens [0, 0, 0, 0, 1, 1, 2, 3] are an exact sample: the mean is the expectation."""
+    old_p, new_p = torch.tensor([0.5, 0.25, 0.125, 0.125]), torch.tensor([0.05, 0.05, 0.3, 0.6])
+    y = torch.tensor([[0, 0, 0, 0, 1, 1, 2, 3]])
+    zeros = torch.zeros(y.shape)
+    _, _, stats = ppo_losses(new_p.log()[y], zeros, old_p.log()[y], zeros, zeros, zeros, torch.ones(y.shape), PPOConfig())
+    forward = kl_divergence(Categorical(probs=old_p), Categorical(probs=new_p)).item()
+    reverse = kl_divergence(Categorical(probs=new_p), Categorical(probs=old_p)).item()
+    assert abs(forward - reverse) > 0.1                      # the two directions are told apart
+    assert stats["approx_kl"] == pytest.approx(forward, abs=1e-6)
+
+
+def test_token_reward_kl_is_kl_of_policy_to_reference():
+    """kl_t = log π_θ(y_t) − log π_ref(y_t) on y_t ~ π_θ: its π_θ-weighted sum over every token is
+    KL(π_θ ‖ π_ref), the direction of the penalty (SPEC §3)."""
+    g = torch.Generator().manual_seed(0)
+    policy, ref = Categorical(logits=2 * torch.randn(6, generator=g)), Categorical(logits=2 * torch.randn(6, generator=g))
+    _, kl = token_rewards(torch.zeros(1), policy.logits[None], ref.logits[None], torch.ones(1, 6), kl_coef=0.1)
+    forward, reverse = kl_divergence(policy, ref).item(), kl_divergence(ref, policy).item()
+    assert abs(forward - reverse) > 0.1
+    assert (policy.probs * kl[0]).sum().item() == pytest.approx(forward, abs=1e-5)
+
+
+def test_retain_distillation_is_kl_of_reference_to_policy(tiny, world_records):
+    """Mean over every answer token of the batch of KL(π_ref(·|x, y<t) ‖ π_θ(·|x, y<t)), checked
+    row by row on unpadded sequences with torch.distributions."""
+    model, tok = tiny
+    policy = copy.deepcopy(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        policy.lm_head.weight.add_(0.3 * torch.randn_like(policy.lm_head.weight))
+    records = [world_records[0], {**world_records[1], "answer": "Yes."}, world_records[2]]   # left-padded batch
+    ids, mask, answer_mask = encode_qa(tok, [r["question"] for r in records], [r["answer"] for r in records])
+    forward, reverse = [], []
+    with torch.no_grad():
+        for i in range(len(records)):
+            row, answer = ids[i][mask[i].bool()], answer_mask[i][mask[i].bool()].bool()
+            at = answer.nonzero()[:, 0] - 1                 # the positions that predict answer tokens
+            p_ref = Categorical(logits=model(row[None]).logits[0, at])
+            p_pol = Categorical(logits=policy(row[None]).logits[0, at])
+            forward.append(kl_divergence(p_ref, p_pol))
+            reverse.append(kl_divergence(p_pol, p_ref))
+    forward, reverse = torch.cat(forward).mean().item(), torch.cat(reverse).mean().item()
+    assert abs(forward - reverse) > 0.05 * forward
+    with torch.no_grad():
+        assert retain_distillation(policy, model, tok, records).item() == pytest.approx(forward, rel=1e-4)

@@ -84,6 +84,26 @@ def test_value_head_starts_at_zero(tiny, world_records):
     assert torch.equal(out["values"], torch.zeros_like(out["values"]))
 
 
+def test_values_are_those_of_the_states_before_each_response_token(tiny, world_records):
+    """values[:, t] = V(s_t), s_t = the prompt and the response tokens before token t: checked against
+    the value head on each unpadded prefix's last hidden state."""
+    model, tok = tiny
+    policy = PolicyWithValue(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        policy.value_head.weight.normal_()
+    ids, mask = encode_prompts(tok, [r["question"] for r in world_records[:3]])
+    R = 3                                                    # the last 3 prompt tokens stand in for a response
+    with torch.no_grad():
+        values = forward_logprobs(policy, ids, mask, R)["values"]
+        for i in range(len(ids)):
+            row = ids[i][mask[i].bool()]
+            for t in range(R):
+                prefix = row[:len(row) - R + t][None]
+                hidden = model(input_ids=prefix, output_hidden_states=True).hidden_states[-1][0, -1]
+                assert values[i, t].item() == pytest.approx(policy.value_head(hidden).item(), abs=1e-4)
+
+
 @pytest.mark.parametrize("name", ["gpt2", "tinyllama-1.1b-chat-v1.0", "phi-3-mini-4k-instruct"])
 def test_ensure_pad_token_makes_pad_distinct_from_eos(name):
     from transformers import AutoTokenizer

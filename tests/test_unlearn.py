@@ -1,4 +1,6 @@
-"""unlearn.py end to end on the embedded world, and bad input: one-line errors, nothing written."""
+"""unlearn.py: the loop's wiring observed at the update step on tiny models, the early stop, the
+embedded world end to end, and bad input: one-line errors, nothing written."""
+import copy
 import hashlib
 import json
 import os
@@ -6,7 +8,113 @@ import os
 import pytest
 import torch
 
+import ppo
+import unlearn
 from conftest import run_python
+from data import owners_of, split_records
+from evaluate import EvalConfig
+from ppo import PPOConfig, gae, whiten
+from reward import RewardConfig, sequence_scores, token_rewards
+from rollout import RolloutConfig, forward_logprobs
+
+
+class LengthClassifier:
+    """A stand-in for the classifier LLM: a_F = min(1, characters / 40), or a constant."""
+
+    def __init__(self, constant=None):
+        self.constant = constant
+
+    def forget_attribution(self, questions, responses, forget_owners):
+        return torch.tensor([min(1.0, len(r) / 40) if self.constant is None else self.constant for r in responses])
+
+
+def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target_attribution=0.0, **reward):
+    """unlearn() for a few iterations on a copy of the tiny model. Returns (policy model, reference,
+    configs, metrics lines, result)."""
+    model, tok = tiny
+    model = copy.deepcopy(model)
+    ref = copy.deepcopy(model).requires_grad_(False)
+    forget, retain = split_records(world_records, owners_of(world_records)[:1])
+    cfgs = dict(cfg=unlearn.UnlearnConfig(iterations=iterations, prompts_per_iter=4, samples_per_prompt=2,
+                                          target_attribution=target_attribution,
+                                          eval_every=1 if target_attribution else 0, sample_every=0),
+                rollout_cfg=RolloutConfig(temperature=0.7, max_new_tokens=6), reward_cfg=RewardConfig(**reward),
+                ppo_cfg=PPOConfig(lr=3e-3, epochs=2, minibatch_size=4, retain_batch_size=4),
+                eval_cfg=EvalConfig(max_new_tokens=4, batch_size=8))
+    result = unlearn.unlearn(model, tok, ref, classifier, forget, retain, owners_of(forget),
+                             metrics_path=tmp_path / "m.jsonl", **cfgs)
+    lines = [json.loads(l) for l in (tmp_path / "m.jsonl").read_text().splitlines()]
+    return model, ref, cfgs, lines, result
+
+
+def test_loop_wiring_observed_at_the_update(tiny, world_records, tmp_path, monkeypatch):
+    """What the loop hands to ppo_update, recomputed independently from the policy and the reference
+    at that moment: logprobs and values at the rollout temperature, rewards with the current β,
+    GAE returns, whitened advantages; β adapts toward target_kl; the value head trains; the
+    reference never changes; the retain distillation sees retain records only."""
+    calls, retain_owners = [], set()
+    real_update, real_distillation = unlearn.ppo_update, ppo.retain_distillation
+
+    def observed_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, *args):
+        with torch.no_grad():
+            now = forward_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["n_response"], 0.7)
+            ref_now = forward_logprobs(ref_lm, batch["input_ids"], batch["attention_mask"], batch["n_response"], 0.7)
+        calls.append({"batch": {k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()}, "now": now,
+                      "ref": ref_now, "ref_lm": ref_lm, "temperature": temperature,
+                      "value_head": policy.value_head.weight.detach().clone()})
+        return real_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, *args)
+
+    def observed_distillation(policy_lm, ref_lm, tokenizer, records):
+        retain_owners.update(r["owner"] for r in records)
+        return real_distillation(policy_lm, ref_lm, tokenizer, records)
+
+    monkeypatch.setattr(unlearn, "ppo_update", observed_update)
+    monkeypatch.setattr(ppo, "retain_distillation", observed_distillation)
+    clf = LengthClassifier()
+    ref_before = copy.deepcopy(tiny[0].state_dict())
+    model, ref, cfgs, lines, result = run_loop(tiny, world_records, tmp_path, clf, iterations=3,
+                                               kl_coef=0.1, target_kl=0.5, kl_horizon=16)
+    assert result == (3, False) and [l["iteration"] for l in lines] == [1, 2, 3] and len(calls) == 3
+    reward_cfg, n = cfgs["reward_cfg"], 8                       # 4 prompts × 2 samples per iteration
+    beta = reward_cfg.kl_coef
+    for call, line in zip(calls, lines):
+        batch, mask = call["batch"], call["batch"]["response_mask"]
+        real = mask.bool()
+        assert call["temperature"] == 0.7 and call["ref_lm"] is ref
+        # the rollout's logprobs and values are the policy's own, at the sampling temperature
+        assert torch.allclose(batch["logprobs"][real], call["now"]["logprobs"][real], atol=1e-5)
+        assert torch.allclose(batch["values"][real], call["now"]["values"][real], atol=1e-5)
+        # rewards with this iteration's β against the reference, GAE on the policy's values, whitened
+        scores = sequence_scores(clf.forget_attribution(None, batch["texts"], None), batch["has_eos"], reward_cfg)
+        rewards, kl = token_rewards(scores, call["now"]["logprobs"], call["ref"]["logprobs"], mask, beta)
+        advantages, returns = gae(rewards, call["now"]["values"], mask, 1.0, 0.95)
+        assert torch.allclose(batch["returns"], returns, atol=1e-5)
+        assert torch.allclose(batch["advantages"], whiten(advantages, mask), atol=1e-4)
+        adv = batch["advantages"][real]
+        assert abs(adv.mean().item()) < 1e-5 and abs(adv.pow(2).mean().item() - 1) < 1e-3
+        # β_{n+1} = β_n (1 + clip(KL/target − 1, ±0.2) · n / horizon), KL the mean per-sequence sum
+        seq_kl = kl.sum(-1).mean().item()
+        assert line["kl"] == pytest.approx(seq_kl, abs=1e-5)
+        beta *= 1 + max(-0.2, min(0.2, seq_kl / 0.5 - 1)) * n / 16
+        assert line["kl_coef"] == pytest.approx(beta, rel=1e-6)
+    # iteration 1: policy == reference, KL 0 < target, so β fell: 0.1 · (1 − 0.2 · 8/16) = 0.09
+    assert lines[0]["kl"] == 0 and lines[0]["kl_coef"] == pytest.approx(0.09, rel=1e-9)
+    assert lines[1]["kl"] != 0                                  # later rollouts are off the reference
+    # the value head starts at 0 and trains; the policy moved, the reference did not
+    assert (calls[0]["value_head"] == 0).all() and calls[-1]["value_head"].abs().sum() > 0
+    assert calls[-1]["batch"]["values"].abs().sum() > 0
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), ref.parameters()))
+    assert all(torch.equal(v, ref_before[k]) for k, v in ref.state_dict().items())
+    forget_owner = owners_of(world_records)[0]
+    assert retain_owners and forget_owner not in retain_owners
+
+
+@pytest.mark.parametrize("attribution,expected", [(0.1, (1, True)), (0.9, (2, False))])
+def test_early_stop_once_greedy_answers_are_not_attributed(tiny, world_records, tmp_path, attribution, expected):
+    *_, lines, result = run_loop(tiny, world_records, tmp_path, LengthClassifier(attribution), iterations=2,
+                                 target_attribution=0.5)
+    assert result == expected and len(lines) == expected[0]
+    assert lines[0]["greedy_attribution"] == pytest.approx(attribution)
 
 
 def test_default_run_end_to_end(default_world):
@@ -42,6 +150,11 @@ def test_every_stage_has_help():
                   "unlearn.py", "evaluate.py"):
         proc = run_python([stage, "--help"])
         assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (stage, proc.stderr[-500:])
+
+
+def test_a_subprocess_past_its_timeout_fails_naming_the_command():
+    with pytest.raises(pytest.fail.Exception, match=r"timed out after 1 s running `python -c import time"):
+        run_python(["-c", "import time; time.sleep(60)"], timeout=1)
 
 
 def tree_hash(folder):
