@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import encode_prompts, run_cli
+from data import check_fields, encode_prompts, run_cli
 
 
 @dataclass
@@ -27,6 +27,9 @@ class RolloutConfig:
     temperature: float = 1.0   # sampling temperature T; logprobs use logits / T too
     max_new_tokens: int = 48   # response length limit; a response without EOS by then is penalised
     batch_size: int = 64       # prompts per generate() call
+
+    def __post_init__(self):
+        check_fields(self, temperature="> 0", max_new_tokens=">= 1", batch_size=">= 1")
 
 
 def ensure_pad_token(tokenizer, model=None):
