@@ -66,6 +66,8 @@ class Signals:
             yield
         finally:
             self.defer = False
+        if self.received:   # it came after the loop's last look
+            raise Interrupted(self.received)
 
 
 SIGNALS = Signals()

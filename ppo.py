@@ -123,7 +123,8 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
             optimizer.step()
             with torch.no_grad():
                 stats.append({
-                    "nonfinite": False, "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "retain_kl": retain_kl.item(),
+                    "nonfinite": False,
+                    "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "retain_kl": retain_kl.item(),
                     "approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),   # k3 estimator
                     "clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip).float(), mask).item(),
                     "ratio": masked_mean(ratio, mask).item(),

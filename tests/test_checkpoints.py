@@ -113,6 +113,24 @@ def test_interrupted_and_resumed_run_is_bitwise_identical(tiny_run, tmp_path, mo
     assert without_clock(metrics) == without_clock(whole_metrics)
 
 
+def test_a_second_signal_abandons_the_iteration(tiny_run, tmp_path, monkeypatch):
+    run, _ = tiny_run
+    real, calls = unlearn_module.ppo_update, []
+
+    def update_after_two_signals(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)   # raises Interrupted here, before this update
+        return real(*args, **kwargs)
+    monkeypatch.setattr(unlearn_module, "ppo_update", update_after_two_signals)
+    with signal_handlers(), pytest.raises(Interrupted):
+        run(3, str(tmp_path / "c"), save_every=1)
+    # the abandoned iteration 2 left no checkpoint and no staging folder; iteration 1's is whole
+    assert os.listdir(tmp_path / "c") == ["step-000001"] and len(calls) == 2
+    assert load_state(checkpoints(str(tmp_path / "c"))[-1])["iteration"] == 1
+
+
 def test_interrupted_and_resumed_finetune_is_bitwise_identical(tiny, world_records, tmp_path, monkeypatch):
     model, tok = tiny
     forget, retain = split_records(world_records, owners_of(world_records)[:1])
