@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import (SIGNALS, DareuError, Interrupted, add_config_args, check_device, check_fields, check_out_path,
-                  checkpointing, config_from_args, encode_qa, load_records, load_state, owners_of, publish,
+                  checkpointing, checkpoints, config_from_args, encode_qa, load_records, load_state, owners_of, publish,
                   resolve_forget, rng_state, run_cli, save_checkpoint, set_rng_state, split_records, staging_dir,
                   synthetic_world)
 from rollout import ensure_pad_token, forward_logprobs
@@ -40,6 +40,7 @@ from rollout import ensure_pad_token, forward_logprobs
 OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
 MAY_CHANGE_ON_RESUME = ("resume", "save_every", "keep", "device")
+MAX_NONFINITE = 3   # non-finite steps in a row that stop a run (here and in unlearn.py)
 
 
 @dataclass
@@ -183,8 +184,9 @@ class Batches:
     def __next__(self):
         if self.start >= len(self.order):   # a new pass
             self.order, self.start = self.rng.sample(range(len(self.records)), len(self.records)), 0
+        batch = self.order[self.start:self.start + self.batch_size]
         self.start += self.batch_size
-        return [self.records[i] for i in self.order[self.start - self.batch_size:self.start]]
+        return [self.records[i] for i in batch]
 
     def state(self):
         return {"order": self.order, "start": self.start}
@@ -213,7 +215,7 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
     stream = Batches(records, cfg.batch_size, rng)
     retain_stream = Batches(retain_records, cfg.batch_size, rng) if retain_records else None
     model.eval()   # dropout off, as in rollout and evaluation (the tiny configs have none anyway)
-    done, loss = 0, None
+    done, loss, bad_in_a_row = 0, None, 0
     if state is not None:   # resume: every piece of state the next step reads
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -222,7 +224,7 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
         stream.load_state(state["stream"])
         if retain_stream:
             retain_stream.load_state(state["retain_stream"])
-        done, loss = state["step"], state["loss"]
+        done, loss, bad_in_a_row = state["step"], state["loss"], state["nonfinite_in_a_row"]
     bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, dynamic_ncols=True)
     with SIGNALS.deferred():
         for step in bar:
@@ -230,8 +232,16 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
                                         next(retain_stream) if retain_stream else None)
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            if torch.isfinite(batch_loss) and torch.isfinite(grad_norm):
+                optimizer.step()
+                bad_in_a_row = 0
+            else:   # guard: a non-finite loss or gradient norm never reaches the weights
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_NONFINITE:
+                    raise DareuError(f"{bad_in_a_row} non-finite steps in a row (loss or gradient norm) at step {step}; "
+                                     "stopped. " + (f"Last good checkpoint: {checkpoints(ckpt_dir)[-1]}"
+                                                    if checkpoints(ckpt_dir) else "No checkpoint was saved"))
             schedule.step()
             loss = batch_loss.item()
             bar.set_postfix(loss=f"{loss:.3f}")
@@ -239,7 +249,8 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
                 save_checkpoint(ckpt_dir, step, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "rng": rng_state(rng), "stream": stream.state(),
-                    "retain_stream": retain_stream.state() if retain_stream else None, "step": step, "loss": loss},
+                    "retain_stream": retain_stream.state() if retain_stream else None, "step": step, "loss": loss,
+                    "nonfinite_in_a_row": bad_in_a_row},
                     args, cfg.keep)
             if SIGNALS.received:
                 raise Interrupted(SIGNALS.received)

@@ -33,7 +33,8 @@ from data import (SIGNALS, DareuError, Interrupted, add_config_args, check_devic
                   resolve_forget, rng_state, run_cli, save_checkpoint, set_rng_state, split_records, staging_dir,
                   synthetic_world, write_json, write_jsonl)
 from evaluate import EvalConfig, evaluate_records, format_table
-from finetune import Batches, FinetuneConfig, check_model_folder, finetune, load_model, save_model, tiny_model, train_tokenizer
+from finetune import (MAX_NONFINITE, Batches, FinetuneConfig, check_model_folder, finetune, load_model, save_model,
+                      tiny_model, train_tokenizer)
 from ppo import PPOConfig, gae, ppo_update, whiten
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
 from rollout import PolicyWithValue, RolloutConfig, forward_logprobs, generate
@@ -61,7 +62,6 @@ class UnlearnConfig:
 WORLD_DEFAULTS = dict(lr=1e-4, kl_coef=0.1, epochs=2, iterations=60, eval_every=5, max_new_tokens=32,
                       eval_max_new_tokens=48)
 WORLD_VERSION = "v1"
-MAX_NONFINITE = 3   # non-finite steps in a row that stop a run
 # arguments a resumed run may change (every other one must equal the interrupted run's)
 MAY_CHANGE_ON_RESUME = ("resume", "iterations", "save_every", "keep", "sample_every", "device")
 

@@ -211,6 +211,23 @@ def test_nonfinite_losses_in_a_row_stop_the_run_keeping_the_last_checkpoint(tiny
     assert [json.loads(l)["nonfinite_steps"] for l in state["metrics"].splitlines()] == [0, 2]
 
 
+def test_nonfinite_finetune_steps_never_reach_the_weights_and_stop_the_run(tiny, world_records, monkeypatch):
+    model, tok = tiny
+    model = copy.deepcopy(model)
+    real, calls, before = finetune_module.objective_loss, [], {}
+
+    def nan_from_step_three(cfg, trained, *args):
+        calls.append(1)
+        loss = real(cfg, trained, *args)
+        if len(calls) == 3:
+            before.update({k: v.clone() for k, v in trained.state_dict().items()})
+        return loss * float("nan") if len(calls) >= 3 else loss
+    monkeypatch.setattr(finetune_module, "objective_loss", nan_from_step_three)
+    with pytest.raises(DareuError, match=r"3 non-finite steps in a row \(loss or gradient norm\) at step 5; stopped"):
+        finetune(model, tok, world_records, FinetuneConfig(steps=8, lr=1e-3, batch_size=4))
+    assert len(calls) == 5 and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 # ---- a real signal to a real `python unlearn.py`
 
 def start_run(world, out, *extra):
