@@ -11,9 +11,11 @@ original model and a retain-set distillation term. Per iteration:
   2. recompute policy and reference logprobs and values over prompt+response (rollout.py),
   3. score with the classifier and build per-token rewards (reward.py),
   4. GAE, whitening, and K epochs of clipped PPO + retain distillation (ppo.py),
-  5. log one line to metrics.jsonl; optionally stop once greedy answers are no longer attributed.
+  5. log one line to metrics.jsonl; optionally stop once greedy answers are no longer attributed,
+  6. checkpoint (every --save-every iterations, at the end, on SIGINT/SIGTERM) for --resume.
 Outputs, written to a staging folder and moved to --out at the end: the unlearned model and
-tokenizer (Hugging Face format), metrics.jsonl, summary.json.
+tokenizer (Hugging Face format), metrics.jsonl, summary.json. Checkpoints go to OUT.checkpoints/
+and are deleted once --out is complete.
 """
 import argparse
 import copy
@@ -120,13 +122,6 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
         retain_stream.load_state(state["retain_stream"])
         kl_ctl.value, done, stopped = state["kl_coef"], state["iteration"], state["early_stopped"]
         bad_in_a_row, metrics = state["nonfinite_in_a_row"], state["metrics"]
-
-    def checkpoint(it):
-        return save_checkpoint(ckpt_dir, it, {
-            "policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
-            "retain_stream": retain_stream.state(), "kl_coef": kl_ctl.value, "iteration": it, "early_stopped": stopped,
-            "nonfinite_in_a_row": bad_in_a_row, "metrics": metrics}, args, cfg.keep)
-
     bar = tqdm(range(done + 1, cfg.iterations + 1), initial=done, total=cfg.iterations, desc="DareU", dynamic_ncols=True)
     with open(metrics_path, "w", encoding="utf-8") as log, SIGNALS.deferred():
         log.write(metrics)
@@ -178,8 +173,9 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
                 greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
                                                                               batch_size=eval_cfg.batch_size), greedy=True)
                 line["greedy_attribution"] = classifier.forget_attribution(questions, greedy["texts"], forget_owners).mean().item()
-            metrics += json.dumps(line) + "\n"
-            log.write(json.dumps(line) + "\n")
+            text = json.dumps(line) + "\n"
+            metrics += text   # the checkpoint's copy of metrics.jsonl
+            log.write(text)
             log.flush()
             done = it
             bar.set_postfix(a_F=f"{line.get('attribution', float('nan')):.3f}", skipped=line["nonfinite_steps"])
@@ -194,7 +190,10 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             # 6. checkpoint: every save_every iterations, at the end, and before stopping on a signal
             if ckpt_dir and ((cfg.save_every and it % cfg.save_every == 0) or it == cfg.iterations or stopped
                              or SIGNALS.received):
-                checkpoint(it)
+                save_checkpoint(ckpt_dir, it, {
+                    "policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
+                    "retain_stream": retain_stream.state(), "kl_coef": kl_ctl.value, "iteration": it,
+                    "early_stopped": stopped, "nonfinite_in_a_row": bad_in_a_row, "metrics": metrics}, args, cfg.keep)
             if SIGNALS.received:
                 raise Interrupted(SIGNALS.received)
             if stopped:

@@ -228,43 +228,46 @@ def test_nonfinite_finetune_steps_never_reach_the_weights_and_stop_the_run(tiny,
     assert len(calls) == 5 and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-# ---- a real signal to a real `python unlearn.py`
+# ---- a real signal to a real run
 
-def start_run(world, out, *extra):
-    owner = json.loads((world / "records.jsonl").read_text().splitlines()[0])["owner"]
-    args = ["unlearn.py", "--model", str(world / "original"), "--data", str(world / "records.jsonl"), "--forget", owner,
-            "--classifier", str(world / "classifier"), "--out", str(out), "--max-new-tokens", "8",
-            "--eval-max-new-tokens", "8", "--eval-every", "0", *extra]
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_checkpoints_and_exits_then_resume_finishes(default_world, tmp_path, capsys, signum):
-    _, world, _, _ = default_world
-    out = tmp_path / "out"
-    proc = start_run(world, out, "--iterations", "60", "--save-every", "1")
-    first = out.parent / "out.checkpoints" / "step-000001"
+def signal_run(args, out, signum):
+    """Start `python args...`, send `signum` once its first checkpoint exists, and check the exit: status
+    128 + signum, one last line saying how to resume, no traceback, no --out, no staging folder."""
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+    while not (out.parent / "out.checkpoints" / "step-000001").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
     proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith(f"interrupted by {signal.Signals(signum).name}; resume with: python unlearn.py ")
+    assert last.startswith(f"interrupted by {signal.Signals(signum).name}; resume with: python {args[0]} ")
     assert "Traceback" not in stderr
-    # nothing half-written: no --out, no staging folder; only the resumable checkpoints
-    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["out.checkpoints"]
-    saved = checkpoints(str(tmp_path / "out.checkpoints"))
-    assert saved and all(n.startswith("step-") for n in os.listdir(tmp_path / "out.checkpoints"))
-    done = load_state(saved[-1])["iteration"]
+    assert not out.exists() and sorted(os.listdir(out.parent)) == ["out.checkpoints"]
+    assert all(n.startswith("step-") for n in os.listdir(out.parent / "out.checkpoints"))
+    return shlex.split(last.split("resume with: ", 1)[1]), load_state(checkpoints(str(out) + ".checkpoints")[-1])
+
+
+def test_sigint_stops_finetune_with_a_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    command, state = signal_run(["finetune.py", "--out", str(out), "--steps", "2000", "--save-every", "1"], out,
+                                signal.SIGINT)
+    assert 1 <= state["step"] < 2000 and command[-2:] == ["--resume", str(out) + ".checkpoints"]
+
+
+def test_sigterm_stops_unlearn_with_a_checkpoint_and_the_printed_command_resumes(default_world, tmp_path, capsys):
+    _, world, _, _ = default_world
+    out = tmp_path / "out"
+    owner = json.loads((world / "records.jsonl").read_text().splitlines()[0])["owner"]
+    command, state = signal_run(
+        ["unlearn.py", "--model", str(world / "original"), "--data", str(world / "records.jsonl"), "--forget", owner,
+         "--classifier", str(world / "classifier"), "--out", str(out), "--max-new-tokens", "8",
+         "--eval-max-new-tokens", "8", "--eval-every", "0", "--iterations", "60", "--save-every", "1"], out,
+        signal.SIGTERM)
+    done = state["iteration"]
     assert 1 <= done < 60
-    if signum == signal.SIGINT:
-        return
-    # a changed argument that matters is refused, naming it (in-process: it fails before any work)
-    command = shlex.split(last.split("resume with: ", 1)[1])
     assert command[:2] == ["python", "unlearn.py"] and command[-2:] == ["--resume", str(tmp_path / "out.checkpoints")]
+    # a changed argument that matters is refused, naming it (in-process: it fails before any work)
     with pytest.raises(SystemExit) as exit:
         run_cli(lambda: unlearn_module.main(command[2:] + ["--lr", "0.5"]))
     assert exit.value.code == 2
