@@ -159,6 +159,32 @@ def test_interrupted_and_resumed_finetune_is_bitwise_identical(tiny, world_recor
     assert loss == whole_loss
 
 
+def test_finetune_command_resumes_from_scratch_exactly(tmp_path, capsys, monkeypatch):
+    """The command line end to end, in-process: a from-scratch SFT run stopped by SIGINT at step 4 and
+    resumed with --resume writes the same model as an uninterrupted run, and removes its checkpoints."""
+    from safetensors.torch import load_file
+    args = ["--steps", "6", "--batch-size", "8", "--layers", "1", "--d-model", "32", "--vocab-size", "300"]
+    run_cli(lambda: finetune_module.main(["--out", str(tmp_path / "whole"), *args]))
+    real, calls = finetune_module.objective_loss, []
+
+    def loss_then_signal(*a):
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a)
+    monkeypatch.setattr(finetune_module, "objective_loss", loss_then_signal)
+    out = tmp_path / "split"
+    with pytest.raises(SystemExit) as exit:
+        run_cli(lambda: finetune_module.main(["--out", str(out), *args]))
+    assert exit.value.code == 130 and not out.exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"--resume {out}.checkpoints")
+    monkeypatch.setattr(finetune_module, "objective_loss", real)
+    run_cli(lambda: finetune_module.main(["--out", str(out), *args, "--resume", f"{out}.checkpoints"]))
+    assert sorted(os.listdir(tmp_path)) == ["split", "whole"]
+    whole, split = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
+
+
 def test_nonfinite_classifier_output_skips_the_update(tiny_run, monkeypatch):
     run, classifier = tiny_run
     one, _ = run(1)
