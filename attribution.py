@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (add_config_args, chat_ids, config_from_args, DareuError, check_out_path, left_pad, load_records, owners_of,
-                  run_cli, synthetic_world, write_json)
-from finetune import autocast, batches, compute_dtype, DTYPES, load_model, save_model, tiny_model, train_tokenizer
+from data import (add_config_args, chat_ids, check_device, check_fields, config_from_args, DareuError, check_out_path,
+                  left_pad, load_records, owners_of, run_cli, synthetic_world, write_json)
+from finetune import (Batches, DTYPES, autocast, check_model_folder, compute_dtype, load_model, save_model, tiny_model,
+                      train_tokenizer)
 from rollout import ensure_pad_token, position_ids_from_mask
 
 MASK = "[NAME]"
@@ -56,6 +57,10 @@ class ClassifierConfig:
     heldout: float = 0.1        # fraction of each owner's records held out to measure accuracy (0: skip)
     max_text_tokens: int = 192  # texts are cut to their first max_text_tokens tokens
     seed: int = 0               # split, shuffling and initialisation seed
+
+    def __post_init__(self):
+        check_fields(self, epochs="> 0", batch_size=">= 1", lr="> 0", heldout="in [0, 1)", max_text_tokens=">= 1",
+                     seed=">= 0")
 
 
 def _name_words(prompt):
@@ -190,15 +195,38 @@ def _most_common_name(texts, at_least):
     return best if best and counts[best] >= at_least else None
 
 
+def classifier_meta(path):
+    """classifier.json of a trained classifier folder (owners, label tokens), or None (zero-shot)."""
+    meta_path = os.path.join(path, "classifier.json")
+    if not os.path.isfile(meta_path):
+        return None
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        if not (isinstance(meta["owners"], list) and len(meta["owners"]) == len(meta["label_tokens"])):
+            raise ValueError("owners and label_tokens differ")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DareuError(f"{meta_path} is not a classifier description ({e})") from None
+    return meta
+
+
+def check_classifier(path, forget_owners):
+    """Before any work: a trained classifier must know every forget owner (a zero-shot one is shown them)."""
+    meta = classifier_meta(path)
+    missing = [o for o in forget_owners if meta and o not in meta["owners"]]
+    if missing:
+        raise DareuError(f"the classifier {path} does not know the forget owner(s) {', '.join(missing)} "
+                         f"(it knows {len(meta['owners'])}: {', '.join(meta['owners'][:5])}"
+                         f"{' ...' if len(meta['owners']) > 5 else ''})")
+
+
 def load_classifier(path, owners=None, device="cpu", dtype=torch.float32):
     """A trained classifier (a folder with classifier.json), or any instruct model used zero-shot
     with `owners` ({owner: name}, see owner_names; or a list of owners that are names) as the answers."""
     model, tokenizer = load_model(path, device, dtype)
     model.requires_grad_(False)
-    meta_path = os.path.join(path, "classifier.json")
-    if os.path.isfile(meta_path):
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
+    meta = classifier_meta(path)
+    if meta:
         return Classifier(model, tokenizer, meta["owners"], tokenizer.convert_tokens_to_ids(meta["label_tokens"]))
     if not owners:
         raise DareuError(f"{path} has no classifier.json; a zero-shot classifier needs the list of owners")
@@ -236,7 +264,7 @@ def fit(clf, records, cfg, desc):
     steps = max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
-    stream = batches(records, cfg.batch_size, random.Random(cfg.seed))
+    stream = Batches(records, cfg.batch_size, random.Random(cfg.seed))
     bar = tqdm(range(steps), desc=desc, dynamic_ncols=True)
     for _ in bar:
         batch = next(stream)
@@ -288,7 +316,7 @@ def train_classifier(records, out, cfg, base=None, device="cpu", dtype=torch.flo
     return clf, heldout_acc
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description="Train the owner-attribution classifier LLM, or score texts.")
     p.add_argument("--data", help="JSON/JSONL records or a TOFU folder (default: the synthetic world)")
     p.add_argument("--out", help="train: output folder for the classifier")
@@ -301,10 +329,13 @@ def main():
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="compute dtype; trained weights stay float32 (auto: bfloat16 on CUDA, float32 on CPU)")
     add_config_args(p, ClassifierConfig)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    cfg = config_from_args(ClassifierConfig, args)
+    check_device(args.device)
     dtype = compute_dtype(args.dtype, args.device, train=not args.classifier)
     records = load_records(args.data) if args.data else synthetic_world()
     if args.classifier:
+        check_model_folder(args.classifier)
         clf = load_classifier(args.classifier, owner_names(records, args.owner_names), args.device, dtype)
         with autocast(args.device, dtype):
             probs = clf.probs([args.prompt] * len(args.text or []), args.text or [])
@@ -315,7 +346,8 @@ def main():
     if not args.out:
         raise DareuError("give --out to train a classifier, or --classifier with --text to score")
     check_out_path(args.out, {"--data": args.data, "--base": args.base})
-    cfg = config_from_args(ClassifierConfig, args)
+    if args.base:
+        check_model_folder(args.base)
     with autocast(args.device, dtype):
         train_classifier(records, args.out, cfg, args.base, args.device, dtype)
     print(f"saved {args.out}")

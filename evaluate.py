@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (SPLIT_PERCENT, DareuError, add_config_args, config_from_args, load_records,
-                  prompt_ids, read_json_records, resolve_forget, run_cli, split_records, synthetic_world,
-                  template_of, PROMPT_TEMPLATES, write_json)
-from finetune import answer_logprobs, autocast, compute_dtype, DTYPES, load_model
+from data import (SPLIT_PERCENT, DareuError, PROMPT_TEMPLATES, add_config_args, check_device, check_fields, check_out_path,
+                  config_from_args, load_records, prompt_ids, read_json_records, resolve_forget, run_cli, split_records,
+                  synthetic_world, template_of, write_json)
+from finetune import DTYPES, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model
 from rollout import RolloutConfig, generate
 
 try:  # optional reference implementations
@@ -61,6 +61,9 @@ class EvalConfig:
     max_new_tokens: int = 200  # greedy answer length limit (TOFU: 200)
     batch_size: int = 16       # sequences per forward pass / generate() call
     max_questions: int = 0     # per set: 0 = all, else an evenly spaced subset of this many questions
+
+    def __post_init__(self):
+        check_fields(self, max_new_tokens=">= 1", batch_size=">= 1", max_questions=">= 0")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,7 +385,7 @@ def load_retain_json(path, sets, cfg):
 # ----------------------------------------------------------------------------------------------
 # 6. CLI
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate models on the forget/retain split (TOFU metrics, "
                                             "Tug-of-War, attribution); prints a table, writes every value as JSON.")
     p.add_argument("--model", action="append", required=True, help="model folder to evaluate (repeat for several)")
@@ -400,25 +403,30 @@ def main():
                    help="prompt template (default: the one saved with each tokenizer, else chat); see data.py")
     p.add_argument("--owner-names", help="zero-shot classifier: a JSON object owner -> name")
     add_config_args(p, EvalConfig)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cfg = config_from_args(EvalConfig, args)
+    check_device(args.device)
     dtype = compute_dtype(args.dtype, args.device, train=False)
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise DareuError(f"--out {args.out}: no such folder {os.path.dirname(os.path.abspath(args.out))}")
+    for model in args.model:
+        check_out_path(args.out, {"--model": model}, is_file=True)
+    check_out_path(args.out, {"--data": args.data, "--forget": args.forget, "--classifier": args.classifier,
+                              "--retain-model": args.retain_model, "--retain-json": args.retain_json}, is_file=True)
 
     # 1. data and sets; every input checked before the first model is loaded
     records = load_records(args.data) if args.data else synthetic_world()
     forget_owners = resolve_forget(args.forget, records)
     sets = build_sets(args.data, records, args.forget, forget_owners, cfg.max_questions)
     paths = list(dict.fromkeys(os.path.normpath(m) for m in args.model + [args.retain_model] if m))
-    for path in paths:
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise DareuError(f"{path} is not a model folder (no config.json)")
+    for path in paths + ([args.classifier] if args.classifier else []):
+        check_model_folder(path)
     names = dict(zip(paths, column_names(paths)))
     retain_name, retain_entry = load_retain_json(args.retain_json, sets, cfg) if args.retain_json else (None, None)
     classifier = None
     if args.classifier:
-        from attribution import load_classifier, owner_names
+        from attribution import check_classifier, load_classifier, owner_names
+        check_classifier(args.classifier, forget_owners)
         classifier = load_classifier(args.classifier, owner_names(records, args.owner_names), args.device, dtype)
 
     # 2. score each model, one at a time

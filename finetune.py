@@ -20,6 +20,7 @@ config) or from a given Hugging Face model, and saved with save_pretrained, atom
 """
 import argparse
 import copy
+import json
 import math
 import os
 import random
@@ -30,11 +31,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (add_config_args, config_from_args, DareuError, check_out_path, encode_qa, load_records, owners_of, prompt_ids, publish,
-                  resolve_forget, run_cli, set_template, split_records, staging_dir, synthetic_world, template_of, PROMPT_TEMPLATES)
+from data import (SIGNALS, DareuError, Interrupted, PROMPT_TEMPLATES, add_config_args, check_device, check_fields,
+                  check_out_path, checkpointing, checkpoints, config_from_args, encode_qa, load_records, load_state,
+                  owners_of, prompt_ids, publish, resolve_forget, rng_state, run_cli, save_checkpoint, set_rng_state,
+                  set_template, split_records, staging_dir, synthetic_world, template_of)
 from rollout import ensure_pad_token, forward_logprobs
 
 OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo")
+# arguments a resumed run may change (every other one must equal the interrupted run's)
+MAY_CHANGE_ON_RESUME = ("resume", "save_every", "keep", "device")
+MAX_NONFINITE = 3   # non-finite steps in a row that stop a run (here and in unlearn.py)
 
 
 @dataclass
@@ -50,6 +56,13 @@ class FinetuneConfig:
     npo_beta: float = 0.1      # β of NPO and SimNPO
     simnpo_gamma: float = 0.0  # γ margin of SimNPO
     seed: int = 0              # shuffling and initialisation seed
+    save_every: int = 0        # > 0: a checkpoint every this many steps (always one at the end) when run as a command
+    keep: int = 2              # checkpoints kept (the last ones)
+
+    def __post_init__(self):
+        check_fields(self, objective=OBJECTIVES, epochs="> 0", steps=">= 0", batch_size=">= 1", lr="> 0",
+                     warmup="in [0, 1]", weight_decay=">= 0", max_grad_norm="> 0", npo_beta="> 0",
+                     simnpo_gamma=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
 
 
 def train_tokenizer(texts, vocab_size=2048):
@@ -77,6 +90,36 @@ def tiny_model(tokenizer, n_layer=2, d_model=128, n_head=4, max_positions=512, s
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
+
+
+def check_model_folder(path):
+    """Cheap checks of a Hugging Face model folder, before any work: config.json parses and names a
+    model type, and every safetensors file is whole (its header's tensors end where the file ends)."""
+    if not os.path.isdir(path):
+        raise DareuError(f"no such model folder: {path}")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise DareuError(f"cannot load a model from {path}: no config.json (not a Hugging Face model folder)")
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DareuError(f"cannot load a model from {path}: config.json: {str(e).splitlines()[0]}") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise DareuError(f"cannot load a model from {path}: config.json names no model_type")
+    for name in sorted(n for n in os.listdir(path) if n.endswith(".safetensors")):
+        file, size = os.path.join(path, name), os.path.getsize(os.path.join(path, name))
+        with open(file, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            try:
+                header = json.loads(f.read(n)) if 8 + n <= size else None
+                end = 8 + n + max([t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"] or [0])
+            except (ValueError, TypeError, KeyError, AttributeError):
+                end = None
+        if end != size:
+            raise DareuError(f"cannot load a model from {path}: {name} is truncated or corrupt "
+                             f"({size} bytes{f', its header says {end}' if end else ''})")
+
+
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -110,10 +153,8 @@ def load_model(path, device="cpu", dtype=torch.float32, train=False, template=No
     held in float32 whatever `dtype` (the compute dtype, under `autocast`); a frozen one in `dtype`.
     `template` sets the prompt template (data.PROMPT_TEMPLATES); by default the one saved with the tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if not os.path.isdir(path):
-        raise DareuError(f"no such model folder: {path}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DareuError(f"--device {device}: no CUDA device here (use --device cpu)")
+    check_model_folder(path)
+    check_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if train else dtype)
@@ -160,19 +201,37 @@ def objective_loss(cfg, model, ref_model, tokenizer, batch, retain_batch):
     return loss
 
 
-def batches(records, batch_size, rng):
-    """An endless stream of shuffled batches."""
-    while True:
-        order = rng.sample(records, len(records))
-        for i in range(0, len(order), batch_size):
-            yield order[i:i + batch_size]
+class Batches:
+    """An endless stream of shuffled batches drawn with `rng`, one permutation per pass. Its position
+    (state() / load_state()) goes into checkpoints, so a resumed run continues with the same batches."""
+
+    def __init__(self, records, batch_size, rng):
+        self.records, self.batch_size, self.rng = records, batch_size, rng
+        self.order, self.start = [], 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.start >= len(self.order):   # a new pass
+            self.order, self.start = self.rng.sample(range(len(self.records)), len(self.records)), 0
+        batch = self.order[self.start:self.start + self.batch_size]
+        self.start += self.batch_size
+        return [self.records[i] for i in batch]
+
+    def state(self):
+        return {"order": self.order, "start": self.start}
+
+    def load_state(self, state):
+        self.order, self.start = list(state["order"]), state["start"]
 
 
-def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune"):
+def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune", ckpt_dir=None, args=None,
+             state=None):
     """Train `model` in place. For sft, `records` is the training set; for the unlearning
-    objectives it is the forget set and `retain_records` the retain set. Returns the last loss."""
-    if cfg.objective not in OBJECTIVES:
-        raise DareuError(f"unknown objective {cfg.objective!r}; choose from {', '.join(OBJECTIVES)}")
+    objectives it is the forget set and `retain_records` the retain set. Returns the last loss.
+    With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every steps,
+    at the end and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
     if not records:
         raise DareuError("no training records")
     torch.manual_seed(cfg.seed)
@@ -184,20 +243,49 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
     # one-cycle: lr(s) = lr·s/warmup while warming up, then lr·½(1 + cos(π·progress))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: s / warmup if s < warmup else
                                                  0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
-    stream = batches(records, cfg.batch_size, rng)
-    retain_stream = batches(retain_records, cfg.batch_size, rng) if retain_records else None
+    stream = Batches(records, cfg.batch_size, rng)
+    retain_stream = Batches(retain_records, cfg.batch_size, rng) if retain_records else None
     model.eval()   # dropout off, as in rollout and evaluation (the tiny configs have none anyway)
-    bar = tqdm(range(steps), desc=desc, dynamic_ncols=True)
-    for _ in bar:
-        loss = objective_loss(cfg, model, ref_model, tokenizer, next(stream),
-                              next(retain_stream) if retain_stream else None)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    return loss.item()
+    done, loss, bad_in_a_row = 0, None, 0
+    if state is not None:   # resume: every piece of state the next step reads
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        set_rng_state(state["rng"], rng)
+        stream.load_state(state["stream"])
+        if retain_stream:
+            retain_stream.load_state(state["retain_stream"])
+        done, loss, bad_in_a_row = state["step"], state["loss"], state["nonfinite_in_a_row"]
+    bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, dynamic_ncols=True)
+    with SIGNALS.deferred():
+        for step in bar:
+            batch_loss = objective_loss(cfg, model, ref_model, tokenizer, next(stream),
+                                        next(retain_stream) if retain_stream else None)
+            optimizer.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            if torch.isfinite(batch_loss) and torch.isfinite(grad_norm):
+                optimizer.step()
+                bad_in_a_row = 0
+            else:   # guard: a non-finite loss or gradient norm never reaches the weights
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_NONFINITE:
+                    raise DareuError(f"{bad_in_a_row} non-finite steps in a row (loss or gradient norm) at step {step}; "
+                                     "stopped. " + (f"Last good checkpoint: {checkpoints(ckpt_dir)[-1]}"
+                                                    if checkpoints(ckpt_dir) else "No checkpoint was saved"))
+            schedule.step()
+            loss = batch_loss.item()
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if ckpt_dir and ((cfg.save_every and step % cfg.save_every == 0) or step == steps or SIGNALS.received):
+                save_checkpoint(ckpt_dir, step, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "rng": rng_state(rng), "stream": stream.state(),
+                    "retain_stream": retain_stream.state() if retain_stream else None, "step": step, "loss": loss,
+                    "nonfinite_in_a_row": bad_in_a_row},
+                    args, cfg.keep)
+            if SIGNALS.received:
+                raise Interrupted(SIGNALS.received)
+    return loss
 
 
 def save_model(model, tokenizer, out, extra_files=None):
@@ -214,7 +302,7 @@ def save_model(model, tokenizer, out, extra_files=None):
         raise
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description="Fine-tune a model on owner-labelled data (sft), or unlearn "
                                             "owners with a loss-based baseline (ga, graddiff, npo, npo_gd, simnpo).")
     p.add_argument("--data", help="JSON/JSONL records or a TOFU folder (default: the synthetic world)")
@@ -232,10 +320,21 @@ def main():
     p.add_argument("--template", choices=list(PROMPT_TEMPLATES),
                    help="prompt template (default: the one saved with the tokenizer, else chat); see data.py")
     add_config_args(p, FinetuneConfig)
-    args = p.parse_args()
+    p.add_argument("--resume", help="continue an interrupted run from this checkpoint (or the last one in this "
+                                    "folder, e.g. OUT.checkpoints), with the same arguments")
+    args = p.parse_args(argv)
     cfg = config_from_args(FinetuneConfig, args)
+    check_fields(args, vocab_size=">= 1", layers=">= 1", d_model=">= 1")
+    if args.d_model % 8:
+        raise DareuError(f"--d-model must be a multiple of 8 (4 attention heads of even size), not {args.d_model}")
+    check_device(args.device)
     dtype = compute_dtype(args.dtype, args.device, train=True)
-    check_out_path(args.out, {"--model": args.model, "--data": args.data})
+    check_out_path(args.out, {"--model": args.model, "--data": args.data, "--forget": args.forget,
+                              "--exclude": args.exclude})
+    if args.model:
+        check_model_folder(args.model)
+    given = dict(vars(args))   # the arguments as given, saved with each checkpoint
+    ckpt_dir, resume = checkpointing("finetune.py", argv, args, MAY_CHANGE_ON_RESUME)
     records = load_records(args.data) if args.data else synthetic_world()
     all_texts = [r["question"] + " " + r["answer"] for r in records]   # the tokenizer sees every owner
     retain = None
@@ -255,8 +354,10 @@ def main():
     print(f"{cfg.objective}: {len(records)} records of {len(owners_of(records))} owners; template "
           f"{template_of(tokenizer)}, e.g. {tokenizer.decode(prompt_ids(tokenizer, records[0]['question']))!r}")
     with autocast(args.device, dtype):
-        loss = finetune(model, tokenizer, records, cfg, retain_records=retain, desc=cfg.objective)
+        loss = finetune(model, tokenizer, records, cfg, retain, cfg.objective, ckpt_dir, given,
+                        load_state(resume) if resume else None)
     save_model(model, tokenizer, args.out)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print(f"final loss {loss:.4f}; saved {args.out}")
 
 

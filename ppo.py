@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from data import add_config_args, config_from_args, encode_qa, run_cli
+from data import add_config_args, check_fields, config_from_args, encode_qa, run_cli
 from rollout import forward_logprobs, position_ids_from_mask
 
 
@@ -37,6 +37,11 @@ class PPOConfig:
     max_grad_norm: float = 1.0     # gradient-norm clip
     retain_coef: float = 1.0       # λ_retain, weight of the retain distillation
     retain_batch_size: int = 16    # retain QA pairs per gradient step
+
+    def __post_init__(self):
+        check_fields(self, lr="> 0", epochs=">= 1", minibatch_size=">= 1", clip="> 0", vf_coef=">= 0", vf_clip="> 0",
+                     gamma="in [0, 1]", lam="in [0, 1]", max_grad_norm="> 0", retain_coef=">= 0",
+                     retain_batch_size=">= 1")
 
 
 def masked_mean(x, mask):
@@ -97,6 +102,7 @@ def ppo_losses(logprobs, values, old_logprobs, old_values, advantages, returns, 
 def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, retain_stream=None, generator=None):
     """K epochs of clipped PPO minibatch steps on one rollout `batch` (dict with input_ids,
     attention_mask, response_mask, n_response, logprobs, values, advantages, returns).
+    A step whose loss or gradient norm is not finite is skipped (stats {"nonfinite": True}).
     Returns a list of per-minibatch stats dicts (the first one is the ratio == 1 check)."""
     n, R = batch["input_ids"].shape[0], batch["n_response"]
     stats = []
@@ -119,12 +125,19 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
                 loss = loss + cfg.retain_coef * retain_kl
 
             optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):   # guard: skip the step, the caller counts it
+                stats.append({"nonfinite": True})
+                continue
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                optimizer.zero_grad(set_to_none=True)
+                stats.append({"nonfinite": True})
+                continue
             optimizer.step()
-            stats.append({"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "retain_kl": retain_kl.item(),
-                          **minibatch_stats, "entropy": masked_mean(out["entropy"], mask).item(),
-                          "grad_norm": grad_norm.item()})
+            stats.append({"nonfinite": False, "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(),
+                          "retain_kl": retain_kl.item(), **minibatch_stats,
+                          "entropy": masked_mean(out["entropy"], mask).item(), "grad_norm": grad_norm.item()})
     return stats
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from data import run_cli
+from data import check_fields, run_cli
 
 
 @dataclass
@@ -28,15 +28,14 @@ class RewardConfig:
     target_kl: float = 0.0             # > 0: adapt β so the per-sequence KL approaches this
     kl_horizon: int = 10000            # adaptive β: responses over which β moves by at most ±20 %
 
+    def __post_init__(self):
+        check_fields(self, form=("neg", "log"), eps="> 0", missing_eos_penalty="<= 0", kl_coef=">= 0",
+                     target_kl=">= 0", kl_horizon=">= 1")
+
 
 def sequence_scores(a_forget, has_eos, cfg):
     """s(x, y) for each response, from its attribution a_F and whether it ended with EOS. [B]"""
-    if cfg.form == "neg":
-        score = -a_forget
-    elif cfg.form == "log":
-        score = torch.log1p(-a_forget + cfg.eps)
-    else:
-        raise ValueError(f"unknown reward form {cfg.form!r}")
+    score = -a_forget if cfg.form == "neg" else torch.log1p(-a_forget + cfg.eps)
     return torch.where(has_eos.to(score.device), score, torch.full_like(score, cfg.missing_eos_penalty))
 
 
@@ -70,7 +69,7 @@ class AdaptiveKLController:
 
 
 def main():
-    from attribution import load_classifier, owner_names
+    from attribution import load_classifier
     p = argparse.ArgumentParser(description="Score responses as DareU's reward does: −a_F.")
     p.add_argument("--classifier", required=True, help="a trained classifier folder")
     p.add_argument("--forget", required=True, help="comma-separated owners to forget")

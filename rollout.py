@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import encode_prompts, run_cli
+from data import check_fields, encode_prompts, run_cli
 
 
 @dataclass
@@ -28,6 +28,9 @@ class RolloutConfig:
     temperature: float = 1.0   # sampling temperature T; logprobs use logits / T too
     max_new_tokens: int = 0    # response length limit (no EOS by then: penalised); 0 = fit the data (fit_length)
     batch_size: int = 64       # prompts per generate() call
+
+    def __post_init__(self):
+        check_fields(self, temperature="> 0", max_new_tokens=">= 1", batch_size=">= 1")
 
 
 def ensure_pad_token(tokenizer, model=None):

@@ -11,9 +11,11 @@ original model and a retain-set distillation term. Per iteration:
   2. recompute policy and reference logprobs and values over prompt+response (rollout.py),
   3. score with the classifier and build per-token rewards (reward.py),
   4. GAE, whitening, and K epochs of clipped PPO + retain distillation (ppo.py),
-  5. log one line to metrics.jsonl; optionally stop once greedy answers are no longer attributed.
+  5. log one line to metrics.jsonl; optionally stop once greedy answers are no longer attributed,
+  6. checkpoint (every --save-every iterations, at the end, on SIGINT/SIGTERM) for --resume.
 Outputs, written to a staging folder and moved to --out at the end: the unlearned model and
-tokenizer (Hugging Face format), metrics.jsonl, summary.json.
+tokenizer (Hugging Face format), metrics.jsonl, summary.json. Checkpoints go to OUT.checkpoints/
+and are deleted once --out is complete.
 """
 import argparse
 import copy
@@ -27,12 +29,14 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from attribution import ClassifierConfig, load_classifier, owner_names, train_classifier
-from data import (DareuError, PROMPT_TEMPLATES, add_config_args, check_out_path, config_from_args, load_records, owners_of,
-                  prompt_ids, publish, resolve_forget, run_cli, split_records, staging_dir, synthetic_world, template_of,
-                  write_json, write_jsonl)
+from attribution import ClassifierConfig, check_classifier, load_classifier, owner_names, train_classifier
+from data import (SIGNALS, DareuError, Interrupted, PROMPT_TEMPLATES, add_config_args, check_device, check_fields,
+                  check_out_path, checkpointing, checkpoints, config_from_args, load_records, load_state, owners_of,
+                  prompt_ids, publish, resolve_forget, rng_state, run_cli, save_checkpoint, set_rng_state,
+                  split_records, staging_dir, synthetic_world, template_of, write_json, write_jsonl)
 from evaluate import EvalConfig, evaluate_records, format_table
-from finetune import (DTYPES, FinetuneConfig, autocast, batches, compute_dtype, finetune, load_model, save_model,
+from finetune import (DTYPES, MAX_NONFINITE, Batches, FinetuneConfig, autocast, check_model_folder, compute_dtype, finetune,
+                      load_model, save_model,
                       tiny_model, train_tokenizer)
 from ppo import PPOConfig, gae, ppo_update, whiten
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
@@ -48,6 +52,13 @@ class UnlearnConfig:
     eval_every: int = 10             # iterations between greedy checks of the early stop
     sample_every: int = 25           # iterations between printed (prompt, response, a_F, KL) samples
     seed: int = 0                    # sampling, shuffling and initialisation seed
+    save_every: int = 0              # > 0: a checkpoint every this many iterations (always one at the end)
+    keep: int = 2                    # checkpoints kept (the last ones)
+
+    def __post_init__(self):
+        check_fields(self, iterations=">= 1", prompts_per_iter=">= 1", samples_per_prompt=">= 1",
+                     target_attribution="in [0, 1]", eval_every=">= 0", sample_every=">= 0", seed=">= 0",
+                     save_every=">= 0", keep=">= 1")
 
 
 # The embedded default: knobs that suit a tiny from-scratch model (explicit flags still win).
@@ -55,6 +66,8 @@ WORLD_DEFAULTS = dict(lr=1e-4, kl_coef=0.1, epochs=2, iterations=60, eval_every=
                       eval_max_new_tokens=48)
 WORLD_VERSION = "v1"
 REPORT = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_prob", "retain_prob")
+# arguments a resumed run may change (every other one must equal the interrupted run's)
+MAY_CHANGE_ON_RESUME = ("resume", "iterations", "save_every", "keep", "sample_every", "device")
 
 
 def cache_dir():
@@ -90,8 +103,10 @@ def build_world(folder, seed=0):
 
 
 def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
-            ppo_cfg, eval_cfg, metrics_path):
-    """Run DareU's PPO on `model` in place. Returns (iterations run, early stopped?)."""
+            ppo_cfg, eval_cfg, metrics_path, ckpt_dir=None, args=None, state=None):
+    """Run DareU's PPO on `model` in place. Returns (iterations run, early stopped?).
+    With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every iterations,
+    at the end and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -99,11 +114,20 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
     policy.eval()   # dropout off in rollout and update alike, so logprobs match
     optimizer = torch.optim.AdamW(policy.parameters(), lr=ppo_cfg.lr, weight_decay=0.0)
     kl_ctl = AdaptiveKLController(reward_cfg)
-    retain_stream = batches(retain, ppo_cfg.retain_batch_size, rng)
+    retain_stream = Batches(retain, ppo_cfg.retain_batch_size, rng)
     questions = [r["question"] for r in forget]
-    bar = tqdm(range(1, cfg.iterations + 1), desc="DareU", dynamic_ncols=True)
-    with open(metrics_path, "w", encoding="utf-8") as log:
-        for it in bar:
+    done, stopped, bad_in_a_row, metrics = 0, False, 0, ""
+    if state is not None:   # resume: every piece of state the next iteration reads
+        policy.load_state_dict(state["policy"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"], rng, generator)
+        retain_stream.load_state(state["retain_stream"])
+        kl_ctl.value, done, stopped = state["kl_coef"], state["iteration"], state["early_stopped"]
+        bad_in_a_row, metrics = state["nonfinite_in_a_row"], state["metrics"]
+    bar = tqdm(range(done + 1, cfg.iterations + 1), initial=done, total=cfg.iterations, desc="DareU", dynamic_ncols=True)
+    with open(metrics_path, "w", encoding="utf-8") as log, SIGNALS.deferred():
+        log.write(metrics)
+        for it in ([] if stopped else bar):
             t0 = time.time()
             # 1. rollout: responses to forget questions, sampled from the current policy
             prompts = rng.sample(questions, min(cfg.prompts_per_iter, len(questions))) * cfg.samples_per_prompt
@@ -116,36 +140,67 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             # 3. reward: s = −a_F (or the missing-EOS penalty) at the last token, −β·KL per token
             scores, a_forget = score_responses(classifier, prompts, roll["texts"], forget_owners, roll["has_eos"], reward_cfg)
             rewards, kl = token_rewards(scores, old["logprobs"], ref["logprobs"], mask, kl_ctl.value)
-            # 4. advantages, then the PPO epochs
-            advantages, returns = gae(rewards, old["values"], mask, ppo_cfg.gamma, ppo_cfg.lam)
-            batch = dict(roll, logprobs=old["logprobs"], values=old["values"], returns=returns,
-                         advantages=whiten(advantages, mask), response_mask=mask)
-            stats = ppo_update(policy, ref_model, optimizer, tokenizer, batch, ppo_cfg, rollout_cfg.temperature,
-                               retain_stream, generator)
-            seq_kl = kl.sum(-1).mean().item()
-            kl_ctl.update(seq_kl, len(prompts))
+            finite = bool(torch.isfinite(a_forget).all() and torch.isfinite(rewards).all())
+            # 4. advantages, then the PPO epochs (skipped when the classifier or the reward is not finite)
+            stats = [{"nonfinite": True}]
+            if finite:
+                advantages, returns = gae(rewards, old["values"], mask, ppo_cfg.gamma, ppo_cfg.lam)
+                batch = dict(roll, logprobs=old["logprobs"], values=old["values"], returns=returns,
+                             advantages=whiten(advantages, mask), response_mask=mask)
+                stats = ppo_update(policy, ref_model, optimizer, tokenizer, batch, ppo_cfg, rollout_cfg.temperature,
+                                   retain_stream, generator)
+                kl_ctl.update(kl.sum(-1).mean().item(), len(prompts))
+            # guard: a skipped step (non-finite loss, gradient norm, reward or classifier output) never
+            # reaches the weights; MAX_NONFINITE of them in a row stop the run
+            for s in stats:
+                bad_in_a_row = bad_in_a_row + 1 if s["nonfinite"] else 0
+                if bad_in_a_row >= MAX_NONFINITE:
+                    last = checkpoints(ckpt_dir)
+                    raise DareuError(f"{bad_in_a_row} non-finite steps in a row (loss, gradient norm, reward or "
+                                     f"classifier output) at iteration {it}; stopped. "
+                                     + (f"Last good checkpoint: {last[-1]}" if last else "No checkpoint was saved"))
             # 5. log
-            line = {"iteration": it, "score": scores.mean().item(), "attribution": a_forget.mean().item(),
-                    "kl": seq_kl, "reward": rewards.sum(-1).mean().item(), "kl_coef": kl_ctl.value,
-                    "eos_rate": roll["has_eos"].float().mean().item(), "response_tokens": mask.sum(-1).mean().item(),
-                    **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]},
-                    "first_ratio": stats[0]["ratio"], "tokens_per_s": mask.sum().item() / (time.time() - t0)}
+            good = [s for s in stats if not s["nonfinite"]]
+            line = {"iteration": it, "nonfinite_steps": len(stats) - len(good)}
+            if finite:
+                line.update(score=scores.mean().item(), attribution=a_forget.mean().item(), kl=kl.sum(-1).mean().item(),
+                            reward=rewards.sum(-1).mean().item())
+            line.update(kl_coef=kl_ctl.value, eos_rate=roll["has_eos"].float().mean().item(),
+                        response_tokens=mask.sum(-1).mean().item())
+            if good:
+                line.update({k: sum(s[k] for s in good) / len(good) for k in good[0] if k != "nonfinite"},
+                            first_ratio=good[0]["ratio"])
+            line["tokens_per_s"] = mask.sum().item() / (time.time() - t0)
             if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations):
                 greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
                                                                               batch_size=eval_cfg.batch_size), greedy=True)
                 line["greedy_attribution"] = classifier.forget_attribution(questions, greedy["texts"], forget_owners).mean().item()
-            log.write(json.dumps(line) + "\n")
+            text = json.dumps(line) + "\n"
+            metrics += text   # the checkpoint's copy of metrics.jsonl
+            log.write(text)
             log.flush()
-            bar.set_postfix(reward=f"{line['reward']:.3f}", a_F=f"{line['attribution']:.3f}", kl=f"{seq_kl:.2f}")
-            if cfg.sample_every and it % cfg.sample_every == 0:
+            done = it
+            bar.set_postfix(a_F=f"{line.get('attribution', float('nan')):.3f}", skipped=line["nonfinite_steps"])
+            if cfg.sample_every and it % cfg.sample_every == 0 and finite:
                 for j in range(min(2, len(prompts))):
                     tqdm.write(f"  [{it}] Q: {prompts[j]}\n       A: {roll['texts'][j]}\n"
                                f"       a_F {a_forget[j]:.3f}  KL {kl[j].sum():.2f}")
             if cfg.target_attribution > 0 and line.get("greedy_attribution", 1.0) <= cfg.target_attribution:
                 tqdm.write(f"early stop at iteration {it}: greedy forget attribution "
                            f"{line['greedy_attribution']:.3f} <= {cfg.target_attribution}")
-                return it, True
-    return cfg.iterations, False
+                stopped = True
+            # 6. checkpoint: every save_every iterations, at the end, and before stopping on a signal
+            if ckpt_dir and ((cfg.save_every and it % cfg.save_every == 0) or it == cfg.iterations or stopped
+                             or SIGNALS.received):
+                save_checkpoint(ckpt_dir, it, {
+                    "policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
+                    "retain_stream": retain_stream.state(), "kl_coef": kl_ctl.value, "iteration": it,
+                    "early_stopped": stopped, "nonfinite_in_a_row": bad_in_a_row, "metrics": metrics}, args, cfg.keep)
+            if SIGNALS.received:
+                raise Interrupted(SIGNALS.received)
+            if stopped:
+                break
+    return done, stopped
 
 
 def parse_args(argv=None):
@@ -168,6 +223,8 @@ def parse_args(argv=None):
     for cls in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig):
         add_config_args(p, cls)
     p.add_argument("--eval-max-new-tokens", type=int, default=200, help="greedy answer length in the report")
+    p.add_argument("--resume", help="continue an interrupted run from this checkpoint (or the last one in this "
+                                    "folder, e.g. OUT.checkpoints), with the same arguments")
     args = p.parse_args(argv)
     if args.model is None:
         p.set_defaults(**WORLD_DEFAULTS)
@@ -179,6 +236,12 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     # 0. inputs: checked before anything heavy runs, and never written to
+    cfg, rollout_cfg, reward_cfg, ppo_cfg = (config_from_args(c, args) for c in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig))
+    check_fields(args, eval_max_new_tokens=">= 1")
+    eval_cfg = EvalConfig(max_new_tokens=args.eval_max_new_tokens)
+    check_device(args.device)
+    given = dict(vars(args))   # the arguments as given, saved with each checkpoint
+    ckpt_dir, resume = checkpointing("unlearn.py", argv, args, MAY_CHANGE_ON_RESUME)
     if args.model is None:
         world = os.path.join(cache_dir(), f"world-{WORLD_VERSION}-seed{args.seed}")
         build_world(world, args.seed)
@@ -194,11 +257,10 @@ def main(argv=None):
     records = load_records(args.data)
     forget_owners = resolve_forget(args.forget, records)
     forget, retain = split_records(records, forget_owners)
-    for name, path in (("--model", args.model), ("--classifier", args.classifier), ("--retain-model", args.retain_model)):
-        if path and not os.path.isdir(path):
-            raise DareuError(f"{name}: no such model folder: {path}")
-    cfg, rollout_cfg, reward_cfg, ppo_cfg = (config_from_args(c, args) for c in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig))
-    eval_cfg = EvalConfig(max_new_tokens=args.eval_max_new_tokens)
+    for path in (args.model, args.classifier, args.retain_model):
+        if path:
+            check_model_folder(path)
+    check_classifier(args.classifier, forget_owners)
     dtype = compute_dtype(args.dtype, args.device, train=True)
 
     # 1. models: the policy starts as the original (float32 master weights), the reference stays the original
@@ -213,45 +275,41 @@ def main(argv=None):
         print(f"rollout length {rollout_cfg.max_new_tokens} new tokens: {fits:.1%} of the {len(forget)} forget "
               f"answers fit (1.25 × the length 99 % of them fit in)")
 
-    with autocast(args.device, dtype):
-        summary = run(args, model, tokenizer, ref_model, classifier, records, forget, retain, forget_owners, cfg,
-                      rollout_cfg, reward_cfg, ppo_cfg, eval_cfg, dtype, start)
-    print(format_table({m: summary[m] for m in REPORT}, list(summary[REPORT[0]])))
+    with autocast(args.device, dtype):   # forwards in the compute dtype; weights and AdamW stay float32
+        # 2. before: the original (and retain) model on forget and retain questions
+        results = {"original": evaluate_records(ref_model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)}
+        if args.retain_model:
+            retain_model, retain_tok = load_model(args.retain_model, args.device, dtype, template=args.template)
+            results["retain"] = evaluate_records(retain_model, retain_tok, forget, retain, eval_cfg, classifier,
+                                                 forget_owners)
+            del retain_model
+
+        # 3. unlearn, writing into a staging folder that becomes --out only when complete
+        stage = staging_dir(args.out)
+        try:
+            iterations, stopped = unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg,
+                                          rollout_cfg, reward_cfg, ppo_cfg, eval_cfg, os.path.join(stage, "metrics.jsonl"),
+                                          ckpt_dir, given, load_state(resume) if resume else None)
+            results["unlearned"] = evaluate_records(model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)
+            model.save_pretrained(stage)
+            tokenizer.save_pretrained(stage)
+            columns = list(results)
+            summary = {m: {c: results[c][m] for c in columns} for m in REPORT}
+            summary.update(forget_owners=forget_owners, iterations=iterations, early_stopped=stopped,
+                           seconds=round(time.time() - start, 1), model=args.model, classifier=args.classifier,
+                           retain_model=args.retain_model, data=args.data, template=template_of(tokenizer),
+                           rollout_max_new_tokens=rollout_cfg.max_new_tokens, dtype=str(dtype).replace("torch.", ""),
+                           config={k: v for k, v in vars(args).items()
+                                   if k not in ("model", "classifier", "retain_model", "data")},
+                           answers={c: results[c]["per_question"] for c in columns})
+            write_json(os.path.join(stage, "summary.json"), summary)
+            publish(stage, args.out)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+    shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
+    print(format_table({m: summary[m] for m in REPORT}, columns))
     print(f"saved the unlearned model, metrics.jsonl and summary.json to {args.out} ({summary['seconds']:.0f} s)")
-
-
-def run(args, model, tokenizer, ref_model, classifier, records, forget, retain, forget_owners, cfg, rollout_cfg,
-        reward_cfg, ppo_cfg, eval_cfg, dtype, start):
-    """Steps 2–4 of main, under the compute dtype's autocast. Returns the summary."""
-    # 2. before: the original (and retain) model on forget and retain questions
-    results = {"original": evaluate_records(ref_model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)}
-    if args.retain_model:
-        retain_model, retain_tok = load_model(args.retain_model, args.device, dtype, template=args.template)
-        results["retain"] = evaluate_records(retain_model, retain_tok, forget, retain, eval_cfg, classifier, forget_owners)
-        del retain_model
-
-    # 3. unlearn, writing into a staging folder that becomes --out only when complete
-    stage = staging_dir(args.out)
-    try:
-        iterations, stopped = unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg,
-                                      rollout_cfg, reward_cfg, ppo_cfg, eval_cfg, os.path.join(stage, "metrics.jsonl"))
-        results["unlearned"] = evaluate_records(model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)
-        model.save_pretrained(stage)
-        tokenizer.save_pretrained(stage)
-        columns = list(results)
-        summary = {m: {c: results[c][m] for c in columns} for m in REPORT}
-        summary.update(forget_owners=forget_owners, iterations=iterations, early_stopped=stopped,
-                       seconds=round(time.time() - start, 1), model=args.model, classifier=args.classifier,
-                       retain_model=args.retain_model, data=args.data, template=template_of(tokenizer),
-                       rollout_max_new_tokens=rollout_cfg.max_new_tokens, dtype=str(dtype).replace("torch.", ""),
-                       config={k: v for k, v in vars(args).items() if k not in ("model", "classifier", "retain_model", "data")},
-                       answers={c: results[c]["per_question"] for c in columns})
-        write_json(os.path.join(stage, "summary.json"), summary)
-        publish(stage, args.out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return summary
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ MUTATIONS = [
      "value head left out of the optimiser"),
     ("unlearn.py", "seq_kl = kl.sum(-1).mean().item()", "seq_kl = kl.mean().item()",
      "controller fed the per-token KL, not the per-sequence one"),
-    ("unlearn.py", "retain_stream = batches(retain,", "retain_stream = batches(forget,",
+    ("unlearn.py", "retain_stream = Batches(retain,", "retain_stream = Batches(forget,",
      "distillation on the forget answers"),
     ("unlearn.py", "line.get(\"greedy_attribution\", 1.0) <= cfg.target_attribution",
      "line.get(\"greedy_attribution\", 1.0) >= cfg.target_attribution", "early stop on the wrong side"),

@@ -292,5 +292,7 @@ def test_cli_generic_records(tiny_folders, tmp_path):
     assert "unavailable: truth_ratio" in proc.stdout and "forget ROUGE-L" in proc.stdout
     assert result["models"]["original"]["sets"]["forget"]["truth_ratio"] is None
     # user errors: one line on stderr, exit status 2
-    proc = run_cli("--model", str(tmp_path), "--data", str(data), "--forget", records[0]["owner"], "--out", str(out))
-    assert proc.returncode == 2 and "not a model folder" in proc.stderr
+    (tmp_path / "not-a-model").mkdir()
+    proc = run_cli("--model", str(tmp_path / "not-a-model"), "--data", str(data), "--forget", records[0]["owner"],
+                   "--out", str(out))
+    assert proc.returncode == 2 and "not a Hugging Face model folder" in proc.stderr

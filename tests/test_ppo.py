@@ -6,11 +6,10 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.distributions import Categorical, kl_divergence
 
 from data import encode_qa
-from finetune import batches
+from finetune import Batches
 from ppo import PPOConfig, gae, ppo_losses, ppo_update, retain_distillation, whiten
 from reward import token_rewards
 from rollout import PolicyWithValue, RolloutConfig, forward_logprobs, generate
@@ -84,7 +83,7 @@ def test_first_minibatch_ratio_is_one_and_nothing_clipped(tiny, world_records):
     ref = copy.deepcopy(model).requires_grad_(False)
     cfg = PPOConfig(lr=1e-2, epochs=2, minibatch_size=4)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
-    stream = batches(world_records, 4, random.Random(0))
+    stream = Batches(world_records, 4, random.Random(0))
     stats = ppo_update(policy, ref, optimizer, tok, batch, cfg, temperature, stream, torch.Generator().manual_seed(0))
     first = stats[0]
     assert abs(first["ratio"] - 1) < 1e-5
