@@ -30,7 +30,7 @@ class RolloutConfig:
     batch_size: int = 64       # prompts per generate() call
 
     def __post_init__(self):
-        check_fields(self, temperature="> 0", max_new_tokens=">= 1", batch_size=">= 1")
+        check_fields(self, temperature="> 0", max_new_tokens=">= 0", batch_size=">= 1")
 
 
 def ensure_pad_token(tokenizer, model=None):
