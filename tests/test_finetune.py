@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_python
-from data import answer_ids, encode_qa, owners_of, split_records
+from data import encode_qa, owners_of, qa_ids, split_records
 from finetune import FinetuneConfig, answer_logprobs, finetune, nll, objective_loss
 
 
@@ -23,7 +23,8 @@ def test_answer_logprobs_equal_the_hf_loss_per_row(tiny, world_records):
     for i, r in enumerate(records):
         row = ids[i][mask[i].bool()][None]
         labels = row.masked_fill(answer_mask[i][mask[i].bool()][None] == 0, -100)
-        assert n[i].item() == len(answer_ids(tok, r["answer"]))           # answer tokens, EOS included
+        full, n_prompt = qa_ids(tok, r["question"], r["answer"])
+        assert n[i].item() == len(full) - n_prompt                         # answer tokens, EOS included
         with torch.no_grad():
             hf_mean_nll = model(input_ids=row, labels=labels).loss.item()
         assert logp[i].item() == pytest.approx(-hf_mean_nll * n[i].item(), rel=1e-5)
