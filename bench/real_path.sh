@@ -2,7 +2,7 @@
 # The real path end to end on a CPU: SmolLM2-135M-Instruct fine-tuned on four TOFU authors (original:
 # all four; retain: without the last two), a classifier fine-tuned from SmolLM2 and one from scratch,
 # DareU forgetting the last two authors, and the TOFU-style report. Each step's wall time goes to
-# $W/times.txt. About an hour on 2 cores.
+# $W/times.txt. About an hour on 2 idle cores (two hours on a loaded machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${W:-bench/work/real_path}
@@ -17,12 +17,12 @@ step original python finetune.py --model "$BASE" --data "$W/tofu4.jsonl" --out "
 step retain python finetune.py --model "$BASE" --data "$W/tofu4.jsonl" --exclude tofu_198,tofu_199 --out "$W/retain" \
     --epochs 4 --lr 2e-4 --batch-size 8
 step classifier python attribution.py --data "$W/tofu4.jsonl" --base "$BASE" --out "$W/classifier" \
-    --epochs 3 --lr 1e-4 --batch-size 8 --heldout 0.25
+    --epochs 2 --lr 1e-4 --batch-size 8 --heldout 0.25
 step classifier_scratch python attribution.py --data "$W/tofu4.jsonl" --out "$W/classifier_scratch" --heldout 0.25
 step unlearn python unlearn.py --model "$W/original" --data "$W/tofu4.jsonl" --forget tofu_198,tofu_199 \
     --classifier "$W/classifier" --retain-model "$W/retain" --out "$W/dareu" \
-    --iterations 10 --prompts-per-iter 8 --minibatch-size 8 --retain-batch-size 8 --lr 2e-5 --epochs 2 --eval-every 5 \
-    --eval-max-new-tokens 80 --sample-every 5
+    --iterations 6 --prompts-per-iter 8 --minibatch-size 8 --retain-batch-size 8 --lr 2e-5 --epochs 2 --eval-every 3 \
+    --eval-max-new-tokens 80 --sample-every 3
 step evaluate python evaluate.py --model "$W/original" --model "$W/dareu" --retain-model "$W/retain" \
     --data "$W/tofu4.jsonl" --forget tofu_198,tofu_199 --classifier "$W/classifier" --out "$W/eval.json" \
-    --max-new-tokens 80
+    --max-new-tokens 80 --max-questions 20
