@@ -19,7 +19,7 @@ tests of tests/test_unlearn.py are left out (DESELECT): the two end-to-end runs 
 `--help` check starts 8 interpreters for argparse, which no mutation touches. Before the mutants,
 the same selection runs once unmutated and must pass.
 
-    python bench/mutate.py                                  # ~30 min on 2 CPU cores
+    python bench/mutate.py                                  # 33 min measured on 2 busy CPU cores
     python bench/mutate.py --tests-from d148bea --out bench/results/mutation_before.json
                                                             # the same mutants against an older suite
     python bench/mutate.py --list                           # check which mutations still apply
@@ -154,6 +154,8 @@ MUTATIONS = [
     # attribution.py: the classifier
     ("attribution.py", "[:, index.to(self.model.device)].sum(-1)", "[:, index.to(self.model.device)].mean(-1)",
      "a_F as the mean, not the sum, over forget owners"),
+    # equivalent on the tests' Llama models (RoPE sees only relative positions, so a constant shift per
+    # row changes nothing): it survives; an absolute-position model (GPT-2) would tell
     ("attribution.py", "position_ids=position_ids_from_mask(mask),", "",
      "classifier forward without position ids (left padding shifts them)"),
     ("attribution.py", "if w[0].isupper() and w not in NOT_NAMES", "if w[0].isupper()",
@@ -232,6 +234,8 @@ def main():
     missing = set(STAGE_TESTS) - {m[0] for m in MUTATIONS}
     assert not missing, f"no mutation in {missing}"
     start = time.time()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
     results = []
     with tempfile.TemporaryDirectory(prefix="dareu-mutate-") as tmp:
         repo = copy_repo(tmp, args.tests_from)
@@ -280,8 +284,6 @@ def main():
           + (f"; errors (not counted): {len(errors)}" if errors else ""))
     for r in survived:
         print(f"survived: #{r['id']} {r['file']}: {r['bug']}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({"commit": commit, "dirty": dirty, "tests_from": args.tests_from or "working tree",
