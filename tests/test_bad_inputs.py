@@ -69,7 +69,7 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     ("unlearn", ["--kl-coef", "-0.1"], "--kl-coef must be >= 0"),
     ("unlearn", ["--form", "exp"], "--form 'exp': choose from neg, log"),
     ("unlearn", ["--temperature", "0"], "--temperature must be > 0"),
-    ("unlearn", ["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    ("unlearn", ["--max-new-tokens", "-1"], "--max-new-tokens must be >= 0"),   # 0: fit to the data
     ("unlearn", ["--prompts-per-iter", "0"], "--prompts-per-iter must be >= 1"),
     ("unlearn", ["--samples-per-prompt", "0"], "--samples-per-prompt must be >= 1"),
     ("unlearn", ["--target-attribution", "1.5"], "--target-attribution must be in [0, 1]"),

@@ -170,7 +170,7 @@ def test_ppo_update_uses_the_rollout_logprobs_values_and_temperature(tiny, world
     new_logp = batch["logprobs"]
     batch.update(logprobs=new_logp - log_ratio, advantages=torch.randn(mask.shape, generator=g) * mask,
                  values=torch.randn(mask.shape, generator=g) * mask, returns=torch.randn(mask.shape, generator=g) * mask)
-    cfg = PPOConfig(lr=0.0, epochs=1, minibatch_size=8, clip=0.2, vf_clip=0.3)
+    cfg = PPOConfig(epochs=1, minibatch_size=8, clip=0.2, vf_clip=0.3)   # the optimizer below holds lr 0
     optimizer = torch.optim.AdamW(policy.parameters(), lr=0.0)
     stats = ppo_update(policy, None, optimizer, tok, batch, cfg, temperature)
     assert len(stats) == 1
