@@ -68,15 +68,23 @@ def test_loop_wiring_observed_at_the_update(tiny, world_records, tmp_path, monke
         retain_owners.update(r["owner"] for r in records)
         return real_distillation(policy_lm, ref_lm, tokenizer, records)
 
+    controller_inputs = []
+
+    class ObservedController(unlearn.AdaptiveKLController):
+        def update(self, mean_kl, n_responses):
+            controller_inputs.append(mean_kl)
+            super().update(mean_kl, n_responses)
+
     monkeypatch.setattr(unlearn, "ppo_update", observed_update)
     monkeypatch.setattr(ppo, "retain_distillation", observed_distillation)
+    monkeypatch.setattr(unlearn, "AdaptiveKLController", ObservedController)
     clf = LengthClassifier()
     ref_before = copy.deepcopy(tiny[0].state_dict())
     model, ref, cfgs, lines, result = run_loop(tiny, world_records, tmp_path, clf, iterations=3,
                                                kl_coef=0.1, target_kl=0.5, kl_horizon=16)
     assert result == (3, False) and [l["iteration"] for l in lines] == [1, 2, 3] and len(calls) == 3
     reward_cfg, n = cfgs["reward_cfg"], 8                       # 4 prompts × 2 samples per iteration
-    beta = reward_cfg.kl_coef
+    beta, seq_kls = reward_cfg.kl_coef, []
     for call, line in zip(calls, lines):
         batch, mask = call["batch"], call["batch"]["response_mask"]
         real = mask.bool()
@@ -95,8 +103,10 @@ def test_loop_wiring_observed_at_the_update(tiny, world_records, tmp_path, monke
         # β_{n+1} = β_n (1 + clip(KL/target − 1, ±0.2) · n / horizon), KL the mean per-sequence sum
         seq_kl = kl.sum(-1).mean().item()
         assert line["kl"] == pytest.approx(seq_kl, abs=1e-5)
+        seq_kls.append(seq_kl)
         beta *= 1 + max(-0.2, min(0.2, seq_kl / 0.5 - 1)) * n / 16
         assert line["kl_coef"] == pytest.approx(beta, rel=1e-6)
+    assert controller_inputs == pytest.approx(seq_kls, abs=1e-5)   # the controller sees the per-sequence KL
     # iteration 1: policy == reference, KL 0 < target, so β fell: 0.1 · (1 − 0.2 · 8/16) = 0.09
     assert lines[0]["kl"] == 0 and lines[0]["kl_coef"] == pytest.approx(0.09, rel=1e-9)
     assert lines[1]["kl"] != 0                                  # later rollouts are off the reference
