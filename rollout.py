@@ -134,7 +134,7 @@ def generate(model, tokenizer, questions, cfg, greedy=False):
     Returns dict(input_ids, attention_mask [B, P+R], response_mask [B, R], has_eos [B], n_response,
     texts). Batches are padded to a common R so they can be stacked."""
     from transformers import GenerationConfig
-    rows, gen_cfg, stop = [], generation_config(model, tokenizer, cfg, greedy), stop_ids(tokenizer, model)
+    rows, gen_cfg = [], generation_config(model, tokenizer, cfg, greedy)
     checkpoint_cfg, model.generation_config = model.generation_config, GenerationConfig()
     try:
         for i in range(0, len(questions), cfg.batch_size):
@@ -142,7 +142,8 @@ def generate(model, tokenizer, questions, cfg, greedy=False):
             prompt, prompt_mask = prompt.to(model.device), prompt_mask.to(model.device)
             # no position_ids: generate() derives them from the attention mask, as forward_logprobs does
             out = model.generate(input_ids=prompt, attention_mask=prompt_mask, generation_config=gen_cfg)
-            response, response_mask, has_eos = truncate_after_eos(out[:, prompt.shape[1]:], stop, tokenizer.pad_token_id)
+            response, response_mask, has_eos = truncate_after_eos(out[:, prompt.shape[1]:], gen_cfg.eos_token_id,
+                                                                  tokenizer.pad_token_id)
             rows += [(prompt[j], prompt_mask[j], response[j], response_mask[j], has_eos[j]) for j in range(len(prompt))]
     finally:
         model.generation_config = checkpoint_cfg

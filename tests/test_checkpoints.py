@@ -131,6 +131,18 @@ def test_a_second_signal_abandons_the_iteration(tiny_run, tmp_path, monkeypatch)
     assert load_state(checkpoints(str(tmp_path / "c"))[-1])["iteration"] == 1
 
 
+def signal_at_step(monkeypatch, step, signum):
+    """Send `signum` to this process while finetune computes the loss of its `step`-th step."""
+    real, calls = finetune_module.objective_loss, []
+
+    def loss_then_signal(*args):
+        calls.append(1)
+        if len(calls) == step:
+            os.kill(os.getpid(), signum)
+        return real(*args)
+    monkeypatch.setattr(finetune_module, "objective_loss", loss_then_signal)
+
+
 def test_interrupted_and_resumed_finetune_is_bitwise_identical(tiny, world_records, tmp_path, monkeypatch):
     model, tok = tiny
     forget, retain = split_records(world_records, owners_of(world_records)[:1])
@@ -141,17 +153,10 @@ def test_interrupted_and_resumed_finetune_is_bitwise_identical(tiny, world_recor
         return trained, finetune(trained, tok, forget, cfg, retain, "test", ckpt_dir, {"test": True}, state)
     whole, whole_loss = run(str(tmp_path / "a"))
     assert [os.path.basename(c) for c in checkpoints(str(tmp_path / "a"))] == ["step-000006"]   # the end
-    real, calls = finetune_module.objective_loss, []
-
-    def loss_then_signal(*args):
-        calls.append(1)
-        if len(calls) == 4:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(*args)
-    monkeypatch.setattr(finetune_module, "objective_loss", loss_then_signal)
+    signal_at_step(monkeypatch, 4, signal.SIGTERM)
     with signal_handlers(), pytest.raises(Interrupted):
         run(str(tmp_path / "b"))
-    monkeypatch.setattr(finetune_module, "objective_loss", real)
+    monkeypatch.undo()
     saved = checkpoints(str(tmp_path / "b"))
     assert [os.path.basename(c) for c in saved] == ["step-000004"]
     resumed, loss = run(str(tmp_path / "b"), load_state(saved[-1]))
@@ -165,20 +170,13 @@ def test_finetune_command_resumes_from_scratch_exactly(tmp_path, capsys, monkeyp
     from safetensors.torch import load_file
     args = ["--steps", "6", "--batch-size", "8", "--layers", "1", "--d-model", "32", "--vocab-size", "300"]
     run_cli(lambda: finetune_module.main(["--out", str(tmp_path / "whole"), *args]))
-    real, calls = finetune_module.objective_loss, []
-
-    def loss_then_signal(*a):
-        calls.append(1)
-        if len(calls) == 4:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*a)
-    monkeypatch.setattr(finetune_module, "objective_loss", loss_then_signal)
+    signal_at_step(monkeypatch, 4, signal.SIGINT)
     out = tmp_path / "split"
     with pytest.raises(SystemExit) as exit:
         run_cli(lambda: finetune_module.main(["--out", str(out), *args]))
     assert exit.value.code == 130 and not out.exists()
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"--resume {out}.checkpoints")
-    monkeypatch.setattr(finetune_module, "objective_loss", real)
+    monkeypatch.undo()
     run_cli(lambda: finetune_module.main(["--out", str(out), *args, "--resume", f"{out}.checkpoints"]))
     assert sorted(os.listdir(tmp_path)) == ["split", "whole"]
     whole, split = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
