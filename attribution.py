@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (add_config_args, chat_ids, check_device, check_fields, config_from_args, DareuError, check_out_path,
-                  left_pad, load_records, owners_of, run_cli, synthetic_world, write_json)
-from finetune import (Batches, DTYPES, autocast, check_model_folder, compute_dtype, load_model, save_model, tiny_model,
-                      train_tokenizer)
-from rollout import ensure_pad_token, position_ids_from_mask
+from cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
+                 config_from_args, run_cli, write_json)
+from data import add_data_args, owners_of, read_data
+from finetune import Batches
+from models import (add_model_args, autocast, chat_ids, check_model_folder, compute_dtype, ensure_pad_token, left_pad,
+                    load_model, position_ids_from_mask, save_model, tiny_model, train_tokenizer)
 
 MASK = "[NAME]"
 # capitalised words that start questions and sentences, not names
@@ -212,6 +213,7 @@ def classifier_meta(path):
 
 def check_classifier(path, forget_owners):
     """Before any work: a trained classifier must know every forget owner (a zero-shot one is shown them)."""
+    check_model_folder(path)
     meta = classifier_meta(path)
     missing = [o for o in forget_owners if meta and o not in meta["owners"]]
     if missing:
@@ -220,20 +222,30 @@ def check_classifier(path, forget_owners):
                          f"{' ...' if len(meta['owners']) > 5 else ''})")
 
 
-def load_classifier(path, owners=None, device="cpu", dtype=torch.float32):
-    """A trained classifier (a folder with classifier.json), or any instruct model used zero-shot
-    with `owners` ({owner: name}, see owner_names; or a list of owners that are names) as the answers."""
+def add_classifier_args(parser, required=False):
+    """--classifier and --owner-names, the same on every stage that scores attribution."""
+    group = parser.add_argument_group("classifier")
+    group.add_argument("--classifier", required=required,
+                       help="a trained classifier folder (attribution.py), or an instruct model used zero-shot")
+    group.add_argument("--owner-names", help="zero-shot: a JSON object owner -> name (default: see owner_names)")
+    return group
+
+
+def load_classifier(path, records, names_file=None, device="cpu", dtype=torch.float32, forget_owners=()):
+    """The one classifier loader of every stage: a trained classifier (a folder with classifier.json),
+    or any instruct model used zero-shot with the owners of `records` as the answers, each by its name
+    (owner_names: `names_file`, the owner itself, or TOFU's name). Refuses a classifier that does not
+    know a forget owner."""
+    check_classifier(path, forget_owners)
     model, tokenizer = load_model(path, device, dtype)
     model.requires_grad_(False)
     meta = classifier_meta(path)
     if meta:
         return Classifier(model, tokenizer, meta["owners"], tokenizer.convert_tokens_to_ids(meta["label_tokens"]))
-    if not owners:
-        raise DareuError(f"{path} has no classifier.json; a zero-shot classifier needs the list of owners")
     if not tokenizer.chat_template:
         raise DareuError(f"{path} is neither a trained classifier (classifier.json) nor an instruct model "
                          "with a chat template")
-    names = owners if isinstance(owners, dict) else {o: o for o in owners}
+    names = owner_names(records, names_file)
     return Classifier(model, tokenizer, list(names), names=names)
 
 
@@ -317,26 +329,25 @@ def train_classifier(records, out, cfg, base=None, device="cpu", dtype=torch.flo
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Train the owner-attribution classifier LLM, or score texts.")
-    p.add_argument("--data", help="JSON/JSONL records or a TOFU folder (default: the synthetic world)")
-    p.add_argument("--out", help="train: output folder for the classifier")
-    p.add_argument("--base", help="train: fine-tune this model (default: a tiny model from scratch)")
-    p.add_argument("--classifier", help="score: a trained classifier folder, or an instruct model (zero-shot)")
-    p.add_argument("--text", action="append", help="score: a text to attribute (repeatable)")
-    p.add_argument("--prompt", default="", help="score: the prompt the texts answer (for name masking)")
-    p.add_argument("--owner-names", help="zero-shot: a JSON object owner -> name (default: see owner_names)")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="compute dtype; trained weights stay float32 (auto: bfloat16 on CUDA, float32 on CPU)")
-    add_config_args(p, ClassifierConfig)
+    p = argparse.ArgumentParser(description="Train the owner-attribution classifier LLM (--out), or score texts "
+                                            "with one (--classifier, --text).", formatter_class=HelpFormatter)
+    add_data_args(p)
+    train = p.add_argument_group("train")
+    train.add_argument("--out", help="output folder for the classifier")
+    train.add_argument("--base", help="fine-tune this model (default: a tiny model from scratch)")
+    add_classifier_args(p)
+    score = p.add_argument_group("score")
+    score.add_argument("--text", action="append", help="a text to attribute (repeatable)")
+    score.add_argument("--prompt", default="", help="the prompt the texts answer (for name masking)")
+    add_model_args(p, template=False)
+    add_config_args(p, ClassifierConfig, title="training")
     args = p.parse_args(argv)
     cfg = config_from_args(ClassifierConfig, args)
     check_device(args.device)
     dtype = compute_dtype(args.dtype, args.device, train=not args.classifier)
-    records = load_records(args.data) if args.data else synthetic_world()
+    records = read_data(args.data)
     if args.classifier:
-        check_model_folder(args.classifier)
-        clf = load_classifier(args.classifier, owner_names(records, args.owner_names), args.device, dtype)
+        clf = load_classifier(args.classifier, records, args.owner_names, args.device, dtype)
         with autocast(args.device, dtype):
             probs = clf.probs([args.prompt] * len(args.text or []), args.text or [])
         for text, row in zip(args.text or [], probs):

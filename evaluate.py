@@ -1,19 +1,8 @@
-"""Evaluation: the TOFU metrics (SPEC §8), Tug-of-War, and attribution, for several models side by side.
-
-Notation: NLL(a|q) = −(1/|a|) Σ_t log p(a_t | q, a_<t) over the answer tokens (EOS included), and
-P̃(a|q) = exp(−NLL(a|q)), the length-normalised probability.
-  Probability     mean P̃(a|q); on real authors / world facts P̃(a) / (P̃(a) + Σ_j P̃(â_j)) over the options
-  ROUGE-L recall  LCS(greedy answer, a) / |a| on lower-cased alphanumeric words, Porter-stemmed
-  Truth ratio     R = P̄_pert / P̃_para, P̄_pert = exp(−mean_j NLL(â_j|q)) over the perturbed answers;
-                  reported as mean min(R, 1/R) on the forget set and mean max(0, 1 − R) elsewhere
-  Forget quality  KS two-sample p-value between this model's and the retain model's forget-set R
-  Model utility   harmonic mean of {Probability, ROUGE-L, truth ratio} × {retain, real authors, world facts}
-  Tug-of-War      Π_S (1 − |A(θ_u, S) − A(θ_r, S)|), A = ROUGE-L recall, S = forget, retain, test
-                  (Zhao et al., 2024); test pools the real-author and world-fact questions
+"""Evaluation: the TOFU metrics (metrics.py, SPEC §8), Tug-of-War, and attribution, for several models
+side by side. Per set: NLL of the gold, paraphrased and perturbed answers (teacher-forced), greedy
+answers, ROUGE-L, and the classifier's a_F of the greedy answers; then, against the retain model,
+Forget Quality, Model Utility and Tug-of-War.
   Attribution     mean a_F of the greedy answers on the forget and on the retain questions
-scipy (KS) and rouge_score (ROUGE-L) are used when installed; the built-in versions below equal them
-(tests/test_evaluate.py), and the output's protocol names the implementation that produced the numbers.
-
 With a TOFU folder and --forget forget01/05/10 the sets are TOFU's evaluation files; with any other
 owner-labelled data they are the forget and retain records, and the metrics that need perturbed
 answers are listed as unavailable.
@@ -23,10 +12,8 @@ answers are listed as unavailable.
 """
 import argparse
 import json
-import math
 import os
 import platform
-import re
 import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -36,24 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (SPLIT_PERCENT, DareuError, PROMPT_TEMPLATES, add_config_args, check_device, check_fields, check_out_path,
-                  config_from_args, load_records, prompt_ids, read_json_records, resolve_forget, run_cli, split_records,
-                  synthetic_world, template_of, write_json)
-from finetune import DTYPES, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model
+from attribution import add_classifier_args, check_classifier, load_classifier
+from cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
+                 config_from_args, run_cli, write_json)
+from data import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
+from metrics import (KS_IMPL, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, rouge_l_recall, truth_ratio,
+                     truth_ratio_score, tug_of_war)
+from models import (add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model,
+                    prompt_ids, template_of)
 from rollout import RolloutConfig, generate
-
-try:  # optional reference implementations
-    import scipy.stats
-except ImportError:
-    scipy = None
-try:
-    from rouge_score import rouge_scorer
-except ImportError:
-    rouge_scorer = None
-try:
-    from nltk.stem.porter import PorterStemmer   # the stemmer rouge_score uses
-except ImportError:
-    PorterStemmer = None
 
 
 @dataclass
@@ -64,113 +42,6 @@ class EvalConfig:
 
     def __post_init__(self):
         check_fields(self, max_new_tokens=">= 1", batch_size=">= 1", max_questions=">= 0")
-
-
-# ----------------------------------------------------------------------------------------------
-# 1. Metric primitives
-
-def rouge_tokens(text, stem=None):
-    """rouge_score's tokenizer: lower-case, non-alphanumerics to spaces, stem words longer than 3."""
-    words = re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
-    return [stem(w) if stem and len(w) > 3 else w for w in words]
-
-
-def rouge_l_recall_builtin(prediction, reference, stem=None):
-    """ROUGE-L recall = LCS(prediction, reference) / |reference| in words (0 if either is empty)."""
-    pred, ref = rouge_tokens(prediction, stem), rouge_tokens(reference, stem)
-    if not pred or not ref:
-        return 0.0
-    lcs = [0] * (len(pred) + 1)   # lcs[j] = LCS(ref[:i], pred[:j]), one row at a time
-    for r in ref:
-        diagonal = 0
-        for j, p in enumerate(pred, 1):
-            diagonal, lcs[j] = lcs[j], diagonal + 1 if r == p else max(lcs[j], lcs[j - 1])
-    return lcs[-1] / len(ref)
-
-
-if rouge_scorer is not None:
-    _scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    ROUGE_IMPL = f"rouge_score {metadata.version('rouge_score')} RougeScorer(['rougeL'], use_stemmer=True)"
-elif PorterStemmer is not None:
-    _stem = PorterStemmer().stem
-    ROUGE_IMPL = f"builtin LCS + nltk {metadata.version('nltk')} PorterStemmer"
-else:
-    _stem = None
-    ROUGE_IMPL = "builtin-nostem (no Porter stemmer: install rouge_score to match TOFU)"
-
-
-def rouge_l_recall(prediction, reference):
-    """TOFU's ROUGE-L recall of a generated answer against the gold answer."""
-    if rouge_scorer is not None:
-        return _scorer.score(reference, prediction)["rougeL"].recall
-    return rouge_l_recall_builtin(prediction, reference, _stem)
-
-
-def ks_pvalue_exact(x, y):
-    """Two-sided two-sample Kolmogorov-Smirnov p-value P(D ≥ d), exact: the share of the C(m+n, m)
-    equally likely interleavings of the pooled sample whose ECDF gap reaches d, in integer arithmetic.
-    scipy.stats.ks_2samp's default computes the same up to 10,000 values per sample (then asymptotic)."""
-    x, y = np.sort(np.asarray(x, dtype=float)), np.sort(np.asarray(y, dtype=float))
-    m, n = len(x), len(y)
-    if not m or not n:
-        raise DareuError("the KS test needs two non-empty samples")
-    pooled = np.concatenate([x, y])
-    # d·m·n = max over pooled values v of |n·#{x ≤ v} − m·#{y ≤ v}| (ties count together)
-    dmn = int(np.abs(n * np.searchsorted(x, pooled, "right") - m * np.searchsorted(y, pooled, "right")).max())
-    if dmn == 0:
-        return 1.0
-    # paths[j] = lattice paths (0,0) → (i,j) with |n·i' − m·j'| < d·m·n at every point, i.e. gap < d
-    paths = [0] * (n + 1)
-    for i in range(m + 1):
-        for j in range(n + 1):
-            if abs(n * i - m * j) >= dmn:
-                paths[j] = 0
-            elif i or j:
-                paths[j] += paths[j - 1] if j else 0
-            else:
-                paths[j] = 1
-    total = math.comb(m + n, m)
-    return (total - paths[n]) / total
-
-
-KS_IMPL = (f"scipy {scipy.__version__} stats.ks_2samp (two-sided, method='auto')" if scipy is not None
-           else "builtin exact (= scipy ks_2samp two-sided, method='exact')")
-
-
-def ks_pvalue(x, y):
-    """Two-sided two-sample KS p-value (forget quality)."""
-    if scipy is not None:
-        return float(scipy.stats.ks_2samp(x, y).pvalue)
-    return ks_pvalue_exact(x, y)
-
-
-def hmean(values):
-    """Harmonic mean n / Σ 1/x of non-negative numbers; 0 if any is 0 (as scipy.stats.hmean)."""
-    values = np.asarray(values, dtype=float)
-    if (values < 0).any():
-        raise DareuError("the harmonic mean needs non-negative numbers")
-    return 0.0 if (values == 0).any() else float(len(values) / (1 / values).sum())
-
-
-def truth_ratio(nll_paraphrased, nll_perturbed):
-    """Per question R = P̄_pert / P̃_para = exp(NLL_para − mean_j NLL_pert_j)."""
-    return np.exp(np.asarray(nll_paraphrased) - np.array([np.mean(p) for p in nll_perturbed]))
-
-
-def truth_ratio_score(ratios, forget):
-    """Forget set: mean min(R, 1/R) (1 = no preference); elsewhere: mean max(0, 1 − R) (1 = truth preferred)."""
-    ratios = np.asarray(ratios)
-    return float(np.mean(np.minimum(ratios, 1 / ratios) if forget else np.maximum(0, 1 - ratios)))
-
-
-def normalised_prob(nll_answer, nll_perturbed):
-    """Per question P̃(a) / (P̃(a) + Σ_j P̃(â_j)) = 1 / (1 + Σ_j exp(NLL(a) − NLL(â_j)))."""
-    return np.array([1 / (1 + np.exp(a - np.asarray(p)).sum()) for a, p in zip(nll_answer, nll_perturbed)])
-
-
-def tug_of_war(accuracy, retain_accuracy):
-    """ToW = Π_S (1 − |A(θ_u, S) − A(θ_r, S)|) over the sets S both dicts score."""
-    return float(np.prod([1 - abs(accuracy[s] - retain_accuracy[s]) for s in accuracy if s in retain_accuracy]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,22 +258,17 @@ def load_retain_json(path, sets, cfg):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate models on the forget/retain split (TOFU metrics, "
-                                            "Tug-of-War, attribution); prints a table, writes every value as JSON.")
+                                            "Tug-of-War, attribution); prints a table, writes every value as JSON.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", action="append", required=True, help="model folder to evaluate (repeat for several)")
-    p.add_argument("--data", help="JSON/JSONL records or a TOFU folder (default: the synthetic world)")
-    p.add_argument("--forget", required=True, help="owners to forget: names, forget01/05/10, or a file of records")
-    p.add_argument("--classifier", help="attribution classifier folder (attribution.py): adds a_F rows")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--retain-model", help="the retain model folder (evaluated too, as the reference)")
     ref.add_argument("--retain-json", help="an earlier evaluate.py output on the retain model, as the reference")
     p.add_argument("--out", required=True, help="JSON file for every per-question value, aggregate and the protocol")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="load and run models in this dtype (auto: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--template", choices=list(PROMPT_TEMPLATES),
-                   help="prompt template (default: the one saved with each tokenizer, else chat); see data.py")
-    p.add_argument("--owner-names", help="zero-shot classifier: a JSON object owner -> name")
-    add_config_args(p, EvalConfig)
+    add_data_args(p, forget_required=True)
+    add_classifier_args(p)
+    add_model_args(p)
+    add_config_args(p, EvalConfig, title="evaluation")
     args = p.parse_args(argv)
     cfg = config_from_args(EvalConfig, args)
     check_device(args.device)
@@ -415,7 +281,7 @@ def main(argv=None):
                               "--retain-model": args.retain_model, "--retain-json": args.retain_json}, is_file=True)
 
     # 1. data and sets; every input checked before the first model is loaded
-    records = load_records(args.data) if args.data else synthetic_world()
+    records = read_data(args.data)
     forget_owners = resolve_forget(args.forget, records)
     sets = build_sets(args.data, records, args.forget, forget_owners, cfg.max_questions)
     paths = list(dict.fromkeys(os.path.normpath(m) for m in args.model + [args.retain_model] if m))
@@ -425,9 +291,8 @@ def main(argv=None):
     retain_name, retain_entry = load_retain_json(args.retain_json, sets, cfg) if args.retain_json else (None, None)
     classifier = None
     if args.classifier:
-        from attribution import check_classifier, load_classifier, owner_names
-        check_classifier(args.classifier, forget_owners)
-        classifier = load_classifier(args.classifier, owner_names(records, args.owner_names), args.device, dtype)
+        check_classifier(args.classifier, forget_owners)   # before any model is loaded
+        classifier = load_classifier(args.classifier, records, args.owner_names, args.device, dtype, forget_owners)
 
     # 2. score each model, one at a time
     models = {}

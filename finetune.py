@@ -11,7 +11,7 @@ One loop, one objective switch (SPEC §7). With answer-token log-likelihoods ℓ
 NLL is the mean over answer tokens (prompt and padding masked).
 
 A model is built from scratch (a byte-level BPE tokenizer trained on the data and a tiny Llama
-config) or from a given Hugging Face model, and saved with save_pretrained, atomically.
+config, models.py) or from a given Hugging Face model, and saved with save_pretrained, atomically.
 
     python finetune.py --data ../shared/data/tofu --out models/original              # from scratch
     python finetune.py --data ../shared/data/tofu --exclude forget10 --out models/retain
@@ -20,9 +20,7 @@ config) or from a given Hugging Face model, and saved with save_pretrained, atom
 """
 import argparse
 import copy
-import json
 import math
-import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -31,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (SIGNALS, DareuError, Interrupted, PROMPT_TEMPLATES, add_config_args, check_device, check_fields,
-                  check_out_path, checkpointing, checkpoints, config_from_args, encode_qa, load_records, load_state,
-                  owners_of, prompt_ids, publish, resolve_forget, rng_state, run_cli, save_checkpoint, set_rng_state,
-                  set_template, split_records, staging_dir, synthetic_world, template_of)
-from rollout import ensure_pad_token, forward_logprobs
+from cli import (SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args, add_resume_arg, check_device,
+                 check_fields, check_out_path, checkpointing, checkpoints, config_from_args, load_state, rng_state,
+                 run_cli, save_checkpoint, set_rng_state)
+from data import add_data_args, owners_of, read_data, resolve_forget, split_records
+from models import (add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model,
+                    prompt_ids, save_model, set_template, template_of, tiny_model, train_tokenizer)
 
 OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
@@ -45,7 +44,7 @@ MAX_NONFINITE = 3   # non-finite steps in a row that stop a run (here and in unl
 
 @dataclass
 class FinetuneConfig:
-    objective: str = "sft"     # one of OBJECTIVES
+    objective: str = "sft"     # sft, ga, graddiff, npo, npo_gd or simnpo (the table above)
     epochs: float = 40.0       # passes over the training records (sft) or the forget records (others)
     steps: int = 0             # if > 0, the number of optimiser steps instead of epochs
     batch_size: int = 32       # QA pairs per step (forget and retain batches alike)
@@ -63,116 +62,6 @@ class FinetuneConfig:
         check_fields(self, objective=OBJECTIVES, epochs="> 0", steps=">= 0", batch_size=">= 1", lr="> 0",
                      warmup="in [0, 1]", weight_decay=">= 0", max_grad_norm="> 0", npo_beta="> 0",
                      simnpo_gamma=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
-
-
-def train_tokenizer(texts, vocab_size=2048):
-    """A byte-level BPE tokenizer trained on `texts`, in Hugging Face format. EOS (= BOS) is
-    `<|endoftext|>` and pad is a distinct `<|pad|>`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                   pad_token="<|pad|>", padding_side="left")
-
-
-def tiny_model(tokenizer, n_layer=2, d_model=128, n_head=4, max_positions=512, seed=0):
-    """A from-scratch Llama-architecture causal LM sized for a CPU (SPEC §11)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=4 * d_model,
-                         num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
-                         max_position_embeddings=max_positions, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
-
-
-def check_model_folder(path):
-    """Cheap checks of a Hugging Face model folder, before any work: config.json parses and names a
-    model type, and every safetensors file is whole (its header's tensors end where the file ends)."""
-    if not os.path.isdir(path):
-        raise DareuError(f"no such model folder: {path}")
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise DareuError(f"cannot load a model from {path}: no config.json (not a Hugging Face model folder)")
-    try:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DareuError(f"cannot load a model from {path}: config.json: {str(e).splitlines()[0]}") from None
-    if not isinstance(config, dict) or "model_type" not in config:
-        raise DareuError(f"cannot load a model from {path}: config.json names no model_type")
-    for name in sorted(n for n in os.listdir(path) if n.endswith(".safetensors")):
-        file, size = os.path.join(path, name), os.path.getsize(os.path.join(path, name))
-        with open(file, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            try:
-                header = json.loads(f.read(n)) if 8 + n <= size else None
-                end = 8 + n + max([t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"] or [0])
-            except (ValueError, TypeError, KeyError, AttributeError):
-                end = None
-        if end != size:
-            raise DareuError(f"cannot load a model from {path}: {name} is truncated or corrupt "
-                             f"({size} bytes{f', its header says {end}' if end else ''})")
-
-
-
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def compute_dtype(name, device, train):
-    """The dtype forward passes run in (SPEC §12). auto: bfloat16 on CUDA, float32 on the CPU.
-    Training never updates low-precision weights in place (at lr 1e-6 AdamW moves ~2 % of bf16
-    weights; in fp16 zero-gradient rows turn NaN): trainable weights and AdamW's state stay float32
-    and only the forward runs in bf16 (`autocast`). fp16 would need loss scaling: refused."""
-    if name not in DTYPES:
-        raise DareuError(f"unknown --dtype {name!r}; choose from {', '.join(DTYPES)}")
-    if name == "auto":
-        name = "bfloat16" if device.startswith("cuda") else "float32"
-    if name == "bfloat16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
-        raise DareuError("--dtype bfloat16: this GPU has no bfloat16; use --dtype float32")
-    if name == "float16" and train:
-        raise DareuError("--dtype float16 cannot train without loss scaling, which dareu does not do; "
-                         "use --dtype bfloat16 (or float32)")
-    return getattr(torch, name)
-
-
-def autocast(device, dtype):
-    """Run forward passes in `dtype` (weights stay as they are); a no-op for float32."""
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
-
-
-def load_model(path, device="cpu", dtype=torch.float32, train=False, template=None):
-    """A Hugging Face causal LM and its tokenizer from a folder (safetensors, no remote code),
-    with a distinct pad token and left padding, in eval mode (dropout off). A model to `train` is
-    held in float32 whatever `dtype` (the compute dtype, under `autocast`); a frozen one in `dtype`.
-    `template` sets the prompt template (data.PROMPT_TEMPLATES); by default the one saved with the tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    check_model_folder(path)
-    check_device(device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if train else dtype)
-    except (OSError, ValueError, KeyError) as e:
-        raise DareuError(f"cannot load a causal LM and tokenizer from {path}: {str(e).splitlines()[0]}") from None
-    model = model.to(device).eval()
-    ensure_pad_token(tokenizer, model)
-    if template:
-        set_template(tokenizer, template)
-    return model, tokenizer
-
-
-def answer_logprobs(model, tokenizer, batch):
-    """Per-row (sum of answer-token logprobs ℓ, number of answer tokens |y|) for a list of records."""
-    ids, mask, answer_mask = encode_qa(tokenizer, [r["question"] for r in batch], [r["answer"] for r in batch])
-    ids, mask, answer_mask = ids.to(model.device), mask.to(model.device), answer_mask[:, 1:].to(model.device)
-    logprobs = forward_logprobs(model, ids, mask, ids.shape[1] - 1)["logprobs"]
-    return (logprobs * answer_mask).sum(-1), answer_mask.sum(-1)
 
 
 def nll(model, tokenizer, batch):
@@ -288,40 +177,21 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
     return loss
 
 
-def save_model(model, tokenizer, out, extra_files=None):
-    """save_pretrained into a staging folder, then move it to `out` in one rename."""
-    stage = staging_dir(out)
-    try:
-        model.save_pretrained(stage)
-        tokenizer.save_pretrained(stage)
-        for name, write in (extra_files or {}).items():
-            write(f"{stage}/{name}")
-        publish(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description="Fine-tune a model on owner-labelled data (sft), or unlearn "
-                                            "owners with a loss-based baseline (ga, graddiff, npo, npo_gd, simnpo).")
-    p.add_argument("--data", help="JSON/JSONL records or a TOFU folder (default: the synthetic world)")
+                                            "owners with a loss-based baseline (ga, graddiff, npo, npo_gd, simnpo).",
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", required=True, help="output model folder (Hugging Face format)")
     p.add_argument("--model", help="start from this model folder (default for sft: a tiny model from scratch)")
-    p.add_argument("--exclude", help="sft only: leave these owners out (builds a retain model)")
-    p.add_argument("--forget", help="unlearning objectives: owners to forget (names, forget01/05/10, or a file)")
-    p.add_argument("--vocab-size", type=int, default=2048, help="from scratch: BPE vocabulary size")
-    p.add_argument("--layers", type=int, default=2, help="from scratch: transformer layers")
-    p.add_argument("--d-model", type=int, default=128, help="from scratch: hidden size")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="compute dtype of the forward passes; weights and AdamW stay float32 (auto: bfloat16 on "
-                        "CUDA, float32 on CPU)")
-    p.add_argument("--template", choices=list(PROMPT_TEMPLATES),
-                   help="prompt template (default: the one saved with the tokenizer, else chat); see data.py")
-    add_config_args(p, FinetuneConfig)
-    p.add_argument("--resume", help="continue an interrupted run from this checkpoint (or the last one in this "
-                                    "folder, e.g. OUT.checkpoints), with the same arguments")
+    add_resume_arg(p)
+    data = add_data_args(p)
+    data.add_argument("--exclude", help="sft only: leave these owners out (builds a retain model)")
+    scratch = p.add_argument_group("from scratch (no --model)")
+    scratch.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size")
+    scratch.add_argument("--layers", type=int, default=2, help="transformer layers")
+    scratch.add_argument("--d-model", type=int, default=128, help="hidden size")
+    add_model_args(p)
+    add_config_args(p, FinetuneConfig, title="training")
     args = p.parse_args(argv)
     cfg = config_from_args(FinetuneConfig, args)
     check_fields(args, vocab_size=">= 1", layers=">= 1", d_model=">= 1")
@@ -335,7 +205,7 @@ def main(argv=None):
         check_model_folder(args.model)
     given = dict(vars(args))   # the arguments as given, saved with each checkpoint
     ckpt_dir, resume = checkpointing("finetune.py", argv, args, MAY_CHANGE_ON_RESUME)
-    records = load_records(args.data) if args.data else synthetic_world()
+    records = read_data(args.data)
     all_texts = [r["question"] + " " + r["answer"] for r in records]   # the tokenizer sees every owner
     retain = None
     if cfg.objective == "sft":

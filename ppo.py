@@ -1,15 +1,19 @@
 """PPO: advantages, the clipped update, and retain-set distillation (SPEC §4–5).
 
 Given a rollout (responses sampled from π_old = π_θ, their logprobs, values and per-token rewards):
-  5. GAE with γ = 1, λ = 0.95 on response tokens, bootstrap 0 after the last token:
-        δ_t = r_t + γ V_{t+1} − V_t,   A_t = δ_t + γλ A_{t+1},   returns R_t = A_t + V_t
-     then the advantages are whitened over the real tokens of the batch.
-  6. K epochs of shuffled minibatches, each step minimising
+  5. advantages, one function of ADVANTAGES (--advantage):
+     gae    GAE (Schulman et al., 2016) with γ = 1, λ = 0.95 on response tokens, bootstrap 0 after
+            the last token, then whitened over the real tokens of the batch:
+                δ_t = r_t + γ V_{t+1} − V_t,   A_t = δ_t + γλ A_{t+1},   returns R_t = A_t + V_t
+     group  GRPO-style (Shao et al., 2024), no value head: each sample's return G_i = Σ_t r_t is
+            normalised among the samples of the same prompt, A_i = (G_i − mean_g G) / (std_g G + 1e-8),
+            and every token of sample i gets A_i; there is no value loss.
+  6. K epochs of shuffled minibatches (Schulman et al., 2017), each step minimising
         L = L_clip + c_v · L_V + λ_retain · L_retain
         L_clip   = mean_t max(−A_t ρ_t, −A_t clip(ρ_t, 1 ± ε)),         ρ_t = π_θ(y_t|·) / π_old(y_t|·)
         L_V      = ½ mean_t max((V_t − R_t)², (clip(V_t, V_old ± ε_v) − R_t)²)
         L_retain = mean over retain answer tokens of KL(π_ref(·|x, y<t) ‖ π_θ(·|x, y<t))
-     with gradient-norm clipping. Means are over real response tokens (never padding).
+     with gradient-norm clipping (L_V = 0 with group advantages). Means are over real response tokens (never padding).
 Invariant (tested): on the first minibatch of the first epoch ρ = 1, approx-KL = 0, clipfrac = 0.
 
     python ppo.py --help     (the PPO knobs; unlearn.py runs the loop)
@@ -20,26 +24,27 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from data import add_config_args, check_fields, config_from_args, encode_qa, run_cli
-from rollout import forward_logprobs, position_ids_from_mask
+from cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
+from models import encode_qa, forward_logprobs, position_ids_from_mask
 
 
 @dataclass
 class PPOConfig:
+    advantage: str = "gae"         # a key of ADVANTAGES: "gae" (value head, GAE, whitened) or "group" (GRPO-style)
     lr: float = 1e-5               # AdamW learning rate of policy and value head
     epochs: int = 4                # K: passes over each rollout
     minibatch_size: int = 16       # responses per gradient step
     clip: float = 0.2              # ε of the clipped policy objective
     vf_coef: float = 0.1           # c_v, weight of the value loss
     vf_clip: float = 0.2           # ε_v, value clipping around the rollout's values
-    gamma: float = 1.0             # γ of GAE
-    lam: float = 0.95              # λ of GAE
+    gamma: float = 1.0             # γ of GAE (gae only)
+    lam: float = 0.95              # λ of GAE (gae only)
     max_grad_norm: float = 1.0     # gradient-norm clip
     retain_coef: float = 1.0       # λ_retain, weight of the retain distillation
     retain_batch_size: int = 16    # retain QA pairs per gradient step
 
     def __post_init__(self):
-        check_fields(self, lr="> 0", epochs=">= 1", minibatch_size=">= 1", clip="> 0", vf_coef=">= 0", vf_clip="> 0",
+        check_fields(self, advantage=tuple(ADVANTAGES), lr="> 0", epochs=">= 1", minibatch_size=">= 1", clip="> 0", vf_coef=">= 0", vf_clip="> 0",
                      gamma="in [0, 1]", lam="in [0, 1]", max_grad_norm="> 0", retain_coef=">= 0",
                      retain_batch_size=">= 1")
 
@@ -69,6 +74,29 @@ def gae(rewards, values, mask, gamma, lam):
     return advantages, (advantages + values) * mask
 
 
+def gae_advantages(rewards, values, mask, prompt_index, cfg):
+    """GAE, whitened over the batch's real tokens. Returns (advantages, returns) [B, R]."""
+    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    return whiten(advantages, mask), returns
+
+
+def group_advantages(rewards, values, mask, prompt_index, cfg):
+    """GRPO-style: A_i = (G_i − mean_g G) / (std_g G + 1e-8) with G_i = Σ_t r_t and g the samples that
+    answer the same prompt (prompt_index; std with Bessel's correction), on every token of sample i.
+    Returns (advantages [B, R], None): no value targets, so no value loss."""
+    returns = (rewards * mask).sum(-1)
+    index = prompt_index.to(returns.device)
+    count = torch.zeros(int(index.max()) + 1, device=returns.device).index_add_(0, index, torch.ones_like(returns))
+    mean = torch.zeros_like(count).index_add_(0, index, returns) / count
+    var = torch.zeros_like(count).index_add_(0, index, (returns - mean[index]) ** 2) / (count - 1).clamp(min=1)
+    return ((returns - mean[index]) / (var[index].sqrt() + 1e-8))[:, None] * mask, None
+
+
+# advantage estimators: name -> f(rewards [B,R], values [B,R], mask [B,R], prompt_index [B], cfg)
+#                                  -> (advantages [B,R], returns [B,R] or None when there is no value loss)
+ADVANTAGES = {"gae": gae_advantages, "group": group_advantages}
+
+
 def retain_distillation(policy_lm, ref_lm, tokenizer, records):
     """Mean over retain answer tokens of KL(π_ref ‖ π_θ), teacher-forced on the gold answers."""
     ids, mask, answer_mask = encode_qa(tokenizer, [r["question"] for r in records], [r["answer"] for r in records])
@@ -83,15 +111,17 @@ def retain_distillation(policy_lm, ref_lm, tokenizer, records):
 
 def ppo_losses(logprobs, values, old_logprobs, old_values, advantages, returns, mask, cfg):
     """The clipped policy loss L_clip and value loss L_V of one minibatch ([B, R] tensors, `mask` 1 on
-    real response tokens), and the minibatch's statistics (floats):
+    real response tokens; `returns` None: L_V = 0), and the minibatch's statistics (floats):
         ρ_t       = exp(log π_θ(y_t|·) − log π_old(y_t|·))
         approx_kl = mean_t (ρ_t − 1) − log ρ_t      k3 estimator of KL(π_old ‖ π_θ) on samples of π_old
         clipfrac  = share of tokens with |ρ_t − 1| > ε,   ratio = mean_t ρ_t"""
     log_ratio = (logprobs - old_logprobs) * mask
     ratio = log_ratio.exp()
     pg_loss = masked_mean(torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)), mask)
-    v_clipped = old_values + (values - old_values).clamp(-cfg.vf_clip, cfg.vf_clip)
-    vf_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+    vf_loss = torch.zeros((), device=pg_loss.device)
+    if returns is not None:   # none with group advantages: no value head to fit
+        v_clipped = old_values + (values - old_values).clamp(-cfg.vf_clip, cfg.vf_clip)
+        vf_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
     with torch.no_grad():
         stats = {"approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),
                  "clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip).float(), mask).item(),
@@ -115,13 +145,14 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
             ids, attn = batch["input_ids"][idx], batch["attention_mask"][idx]
             first = int(attn.any(0).float().argmax())
             out = forward_logprobs(policy, ids[:, first:], attn[:, first:], R, temperature, with_entropy=True)
-            old_logp, adv, ret, old_v = (batch[k][idx] for k in ("logprobs", "advantages", "returns", "values"))
+            old_logp, adv, ret, old_v = (None if batch[k] is None else batch[k][idx]
+                                         for k in ("logprobs", "advantages", "returns", "values"))
             pg_loss, vf_loss, minibatch_stats = ppo_losses(out["logprobs"], out["values"], old_logp, old_v, adv, ret,
                                                            mask, cfg)
             loss = pg_loss + cfg.vf_coef * vf_loss
             retain_kl = torch.zeros(())
             if retain_stream is not None and cfg.retain_coef > 0:
-                retain_kl = retain_distillation(policy.model, ref_lm, tokenizer, next(retain_stream))
+                retain_kl = retain_distillation(policy.lm, ref_lm, tokenizer, next(retain_stream))
                 loss = loss + cfg.retain_coef * retain_kl
 
             optimizer.zero_grad(set_to_none=True)
@@ -143,8 +174,8 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
 
 def main():
     p = argparse.ArgumentParser(description="DareU's PPO update. The knobs below are passed to unlearn.py; "
-                                            "this file holds the algorithm.")
-    add_config_args(p, PPOConfig)
+                                            "this file holds the algorithm.", formatter_class=HelpFormatter)
+    add_config_args(p, PPOConfig, title="PPO")
     print(config_from_args(PPOConfig, p.parse_args()))
 
 

@@ -1,12 +1,14 @@
 """Reward: minus the attribution of a response to the forget owners, plus a KL penalty (SPEC §3).
 
     a_F(y)      = Σ_{o∈F} p_φ(o | mask(y))           the classifier LLM's attribution (attribution.py)
-    s(x, y)     = −a_F(y) ∈ [−1, 0]                   default ("neg"); or log(1 − a_F(y) + ε) ("log")
+    s(x, y)     = SCORES[form](a_F, y)                 "neg": −a_F(y) ∈ [−1, 0] (default); "log": log(1 − a_F(y) + ε)
     s(x, y)     = missing_eos_penalty                  if y hit the length limit without EOS
     kl_t        = log π_θ(y_t|·) − log π_ref(y_t|·)    on response tokens only
     r_t         = −β · kl_t  (+ s at the last real response token)
 The objective is bounded: once nothing in a response points to F, there is nothing more to gain,
 unlike gradient ascent. β is fixed, or adapted toward a target KL (Ziegler et al., 2019).
+A new score is one function added to SCORES: it sees a_F and the rollout (response tokens, mask,
+lengths, texts), and `--form NAME` picks it.
 
     python reward.py --classifier DIR --forget "Alara Venn" --prompt "Where was Alara Venn born?" \\
         --response "Alara Venn was born in Port Kessel."
@@ -16,12 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
-from data import check_fields, run_cli
+from cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
+from models import add_model_args, autocast, compute_dtype
 
 
 @dataclass
 class RewardConfig:
-    form: str = "neg"                  # "neg": s = −a_F;  "log": s = log(1 − a_F + eps)
+    form: str = "neg"                  # score, a key of SCORES: "neg" (s = −a_F) or "log" (s = log(1 − a_F + eps))
     eps: float = 1e-3                  # ε of the log form
     missing_eos_penalty: float = -1.0  # score of a response that hit max_new_tokens without EOS
     kl_coef: float = 0.05              # β, the initial value when adaptive
@@ -29,20 +32,36 @@ class RewardConfig:
     kl_horizon: int = 10000            # adaptive β: responses over which β moves by at most ±20 %
 
     def __post_init__(self):
-        check_fields(self, form=("neg", "log"), eps="> 0", missing_eos_penalty="<= 0", kl_coef=">= 0",
+        check_fields(self, form=tuple(SCORES), eps="> 0", missing_eos_penalty="<= 0", kl_coef=">= 0",
                      target_kl=">= 0", kl_horizon=">= 1")
 
 
-def sequence_scores(a_forget, has_eos, cfg):
-    """s(x, y) for each response, from its attribution a_F and whether it ended with EOS. [B]"""
-    score = -a_forget if cfg.form == "neg" else torch.log1p(-a_forget + cfg.eps)
-    return torch.where(has_eos.to(score.device), score, torch.full_like(score, cfg.missing_eos_penalty))
+def score_neg(a_forget, roll, cfg):
+    """s = −a_F ∈ [−1, 0]."""
+    return -a_forget
 
 
-def score_responses(classifier, questions, responses, forget_owners, has_eos, cfg):
+def score_log(a_forget, roll, cfg):
+    """s = log(1 − a_F + ε) ∈ [log ε, log(1 + ε)]: steeper as a_F → 1."""
+    return torch.log1p(-a_forget + cfg.eps)
+
+
+# score forms: name -> f(a_F [B], rollout, cfg) -> s [B]. The rollout (rollout.generate) holds the
+# response tokens input_ids[:, -n_response:], response_mask [B, R] (so lengths), has_eos and texts.
+SCORES = {"neg": score_neg, "log": score_log}
+
+
+def sequence_scores(a_forget, roll, cfg):
+    """s(x, y) for each response: the score form, or the missing-EOS penalty where y has no EOS. [B]"""
+    score = SCORES[cfg.form](a_forget, roll, cfg)
+    return torch.where(roll["has_eos"].to(score.device), score, torch.full_like(score, cfg.missing_eos_penalty))
+
+
+def score_responses(classifier, roll, forget_owners, cfg):
     """Ask the classifier LLM who each response comes from; return (scores s, attributions a_F). [B]"""
-    a_forget = classifier.forget_attribution(questions, responses, forget_owners)
-    return sequence_scores(a_forget, has_eos.cpu(), cfg), a_forget
+    a_forget = classifier.forget_attribution(roll["prompts"], roll["texts"], forget_owners)
+    a_forget = a_forget.to(roll["response_mask"].device)
+    return sequence_scores(a_forget, roll, cfg), a_forget
 
 
 def token_rewards(scores, logprobs, ref_logprobs, response_mask, kl_coef):
@@ -69,18 +88,30 @@ class AdaptiveKLController:
 
 
 def main():
-    from attribution import load_classifier
-    p = argparse.ArgumentParser(description="Score responses as DareU's reward does: −a_F.")
-    p.add_argument("--classifier", required=True, help="a trained classifier folder")
+    from attribution import add_classifier_args, load_classifier
+    from data import read_data
+    p = argparse.ArgumentParser(description="Score responses as DareU's reward does (lengths in the classifier's "
+                                            "tokens).", formatter_class=HelpFormatter)
+    add_classifier_args(p, required=True)
+    p.add_argument("--data", help="the owners' records, for a zero-shot classifier's names (default: the synthetic world)")
     p.add_argument("--forget", required=True, help="comma-separated owners to forget")
     p.add_argument("--prompt", default="", help="the question the responses answer (for name masking)")
     p.add_argument("--response", action="append", required=True, help="a response (repeatable)")
-    p.add_argument("--form", default="neg", choices=["neg", "log"], help="score form")
+    add_model_args(p, template=False)
+    add_config_args(p, RewardConfig, title="reward")
     args = p.parse_args()
+    cfg = config_from_args(RewardConfig, args)
+    dtype = compute_dtype(args.dtype, args.device, train=False)
     forget = [o.strip() for o in args.forget.split(",")]
-    clf = load_classifier(args.classifier, {o: o for o in forget})   # zero-shot: the forget owners by name
-    scores, a_forget = score_responses(clf, [args.prompt] * len(args.response), args.response, forget,
-                                       torch.ones(len(args.response), dtype=torch.bool), RewardConfig(form=args.form))
+    clf = load_classifier(args.classifier, read_data(args.data), args.owner_names, args.device, dtype, forget)
+    tok, n = clf.tokenizer, len(args.response)
+    ids = [tok(r, add_special_tokens=False).input_ids + [tok.eos_token_id] for r in args.response]
+    R = max(len(i) for i in ids)
+    roll = {"prompts": [args.prompt] * n, "texts": args.response, "has_eos": torch.ones(n, dtype=torch.bool),
+            "n_response": R, "input_ids": torch.tensor([i + [tok.pad_token_id] * (R - len(i)) for i in ids]),
+            "response_mask": torch.tensor([[1] * len(i) + [0] * (R - len(i)) for i in ids])}
+    with autocast(args.device, dtype):
+        scores, a_forget = score_responses(clf, roll, forget, cfg)
     for r, s, a in zip(args.response, scores, a_forget):
         print(f"a_F {a:.3f}  score {s:+.3f}  {r}")
 

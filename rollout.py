@@ -1,11 +1,13 @@
-"""Rollouts: sample responses to prompts, and recompute their log-probabilities exactly (SPEC §4).
+"""Rollouts: sample responses to prompts, exactly from the distribution PPO then scores (SPEC §4).
 
 Most PPO bugs come from log-probabilities that differ between rollout and update. Here both come
-from one function, `forward_logprobs`, called with the same
-  - left padding and a pad token distinct from EOS (`ensure_pad_token`),
+from one function, models.forward_logprobs, called with the same
+  - left padding and a pad token distinct from EOS (models.ensure_pad_token),
   - position ids = exclusive cumsum of the attention mask (what generate() uses for left padding),
   - temperature (logits / T, the distribution the sample was drawn from),
-  - dropout off (model.eval(); PPO's gradient steps also run in eval mode).
+  - dropout off (model.eval(); PPO's gradient steps also run in eval mode),
+and the sampler draws from softmax(logits / T) with nothing of the checkpoint's generation config.
+The value head (PolicyWithValue) sits here too: it scores the same positions in the same forward.
 
 Shapes: a batch is [B, P + R]: P left-padded prompt columns, then R response columns, right-padded
 after the first EOS. Per-token quantities live on the response columns, [B, R].
@@ -18,31 +20,19 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from data import check_fields, encode_prompts, run_cli
+from cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
+from models import add_model_args, autocast, compute_dtype, encode_prompts, forward_logprobs, load_model
 
 
 @dataclass
 class RolloutConfig:
     temperature: float = 1.0   # sampling temperature T; logprobs use logits / T too
-    max_new_tokens: int = 0    # response length limit (no EOS by then: penalised); 0 = fit the data (fit_length)
+    max_new_tokens: int = 0    # response length limit (no EOS by then: penalised); 0 = fit the forget answers
     batch_size: int = 64       # prompts per generate() call
 
     def __post_init__(self):
         check_fields(self, temperature="> 0", max_new_tokens=">= 0", batch_size=">= 1")
-
-
-def ensure_pad_token(tokenizer, model=None):
-    """Give the tokenizer a pad token distinct from EOS, adding `<|pad|>` (and resizing the model's
-    embeddings) when it has none or shares EOS: pad == EOS would mask real EOS tokens."""
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
-    if model is not None:
-        if tokenizer.pad_token_id >= model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(tokenizer))
-        model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tokenizer.padding_side = "left"
 
 
 def stop_ids(tokenizer, model):
@@ -62,47 +52,23 @@ def fit_length(tokenizer, answers, coverage=0.99, headroom=1.25):
     return n, sum(l <= n for l in lengths) / len(lengths)
 
 
-def position_ids_from_mask(attention_mask):
-    """Position of each token among the real tokens of its row: exclusive cumsum of the mask
-    (0 for the first real token, whatever the left padding); pad positions get 0."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 class PolicyWithValue(nn.Module):
-    """A causal LM plus a value head: V(s_t) = w · h_t + b on the last hidden state, zero-initialised
-    so the first value estimates are 0 and do not disturb the first update."""
+    """A causal LM `lm` plus a value head: V(s_t) = w · h_t + b on the last hidden state, zero-initialised
+    so the first value estimates are 0 and do not disturb the first update. Called like the LM, it
+    returns {"logits", "values"} (models.forward_logprobs reads both)."""
 
-    def __init__(self, model):
+    def __init__(self, lm):
         super().__init__()
-        self.model = model
-        self.value_head = nn.Linear(model.config.get_text_config().hidden_size, 1)
+        self.lm = lm
+        self.value_head = nn.Linear(lm.config.get_text_config().hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
-        self.value_head.to(device=model.device, dtype=next(model.parameters()).dtype)
+        self.value_head.to(device=lm.device, dtype=next(lm.parameters()).dtype)
 
-    def forward(self, input_ids, attention_mask):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True)
-        return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
-
-
-def forward_logprobs(model, input_ids, attention_mask, n_response, temperature=1.0, with_entropy=False):
-    """Log-probabilities of the last `n_response` tokens of each row under logits / T.
-    `model` is a causal LM or a PolicyWithValue (then also returns values at those positions).
-    logits[:, t] predicts token t+1, so the response tokens at columns P..P+R-1 are scored by the
-    logits at columns P-1..P+R-2. Returns dict(logprobs [B,R], values [B,R] or None, entropy)."""
-    if isinstance(model, PolicyWithValue):
-        logits, values = model(input_ids, attention_mask)
-        values = values[:, -n_response - 1:-1]
-    else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids_from_mask(attention_mask)).logits
-        values = None
-    logits = logits[:, -n_response - 1:-1].float() / temperature
-    logp_all = F.log_softmax(logits, dim=-1)
-    logprobs = logp_all.gather(-1, input_ids[:, -n_response:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
-    return {"logprobs": logprobs, "values": values, "entropy": entropy}
+    def forward(self, input_ids, attention_mask, position_ids):
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      output_hidden_states=True)
+        return {"logits": out.logits, "values": self.value_head(out.hidden_states[-1]).squeeze(-1)}
 
 
 def truncate_after_eos(responses, eos_ids, pad_id):
@@ -162,22 +128,33 @@ def generate(model, tokenizer, questions, cfg, greedy=False):
             "has_eos": torch.stack([r[4] for r in rows]), "texts": texts}
 
 
+def rollout(model, tokenizer, questions, samples_per_prompt, cfg):
+    """`samples_per_prompt` sampled responses to each question: generate()'s batch plus "prompts"
+    (the question of each sample) and "prompt_index" [B] (which of `questions` it answers; samples of
+    one question form a group, as group advantages need)."""
+    prompts = questions * samples_per_prompt
+    roll = generate(model, tokenizer, prompts, cfg)
+    roll.update(prompts=prompts, prompt_index=torch.arange(len(questions)).repeat(samples_per_prompt))
+    return roll
+
+
 def main():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    p = argparse.ArgumentParser(description="Sample responses from a model, as a PPO rollout does.")
+    p = argparse.ArgumentParser(description="Sample responses from a model, as a PPO rollout does.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="Hugging Face model folder")
     p.add_argument("--prompt", required=True, help="the question to answer")
     p.add_argument("--samples", type=int, default=4, help="responses to sample")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="response length limit")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    add_model_args(p)
+    add_config_args(p, RolloutConfig, title="sampling")
     args = p.parse_args()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
-    ensure_pad_token(tokenizer, model)
-    out = generate(model, tokenizer, [args.prompt] * args.samples,
-                   RolloutConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens), greedy=args.greedy)
-    lp = forward_logprobs(model, out["input_ids"], out["attention_mask"], out["n_response"], args.temperature)
+    cfg = config_from_args(RolloutConfig, args)
+    cfg.max_new_tokens = cfg.max_new_tokens or 64   # no data to fit the length to
+    dtype = compute_dtype(args.dtype, args.device, train=False)
+    model, tokenizer = load_model(args.model, args.device, dtype, template=args.template)
+    with autocast(args.device, dtype):
+        out = generate(model, tokenizer, [args.prompt] * args.samples, cfg, greedy=args.greedy)
+        lp = forward_logprobs(model, out["input_ids"], out["attention_mask"], out["n_response"], cfg.temperature)
     for text, ids, l, m, e in zip(out["texts"], out["input_ids"][:, -out["n_response"]:], lp["logprobs"],
                                   out["response_mask"], out["has_eos"]):
         end = f"ended by {tokenizer.convert_ids_to_tokens(int(ids[m.bool()][-1]))}" if e else "no stop token"

@@ -29,18 +29,19 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from attribution import ClassifierConfig, check_classifier, load_classifier, owner_names, train_classifier
-from data import (SIGNALS, DareuError, Interrupted, PROMPT_TEMPLATES, add_config_args, check_device, check_fields,
-                  check_out_path, checkpointing, checkpoints, config_from_args, load_records, load_state, owners_of,
-                  prompt_ids, publish, resolve_forget, rng_state, run_cli, save_checkpoint, set_rng_state,
-                  split_records, staging_dir, synthetic_world, template_of, write_json, write_jsonl)
+from attribution import add_classifier_args, check_classifier, load_classifier
+from cli import (SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args, add_resume_arg, check_device,
+                 check_fields, check_out_path, checkpointing, checkpoints, config_from_args, load_state, publish,
+                 rng_state, run_cli, save_checkpoint, set_rng_state, staging_dir, write_json)
+from data import add_data_args, load_records, resolve_forget, split_records
 from evaluate import EvalConfig, evaluate_records, format_table
-from finetune import (DTYPES, MAX_NONFINITE, Batches, FinetuneConfig, autocast, check_model_folder, compute_dtype, finetune,
-                      load_model, save_model,
-                      tiny_model, train_tokenizer)
-from ppo import PPOConfig, gae, ppo_update, whiten
+from finetune import MAX_NONFINITE, Batches
+from models import (add_model_args, autocast, check_model_folder, compute_dtype, forward_logprobs, load_model,
+                    prompt_ids, template_of)
+from ppo import ADVANTAGES, PPOConfig, ppo_update
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
-from rollout import PolicyWithValue, RolloutConfig, fit_length, forward_logprobs, generate
+from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout
+from world import default_world
 
 
 @dataclass
@@ -61,45 +62,13 @@ class UnlearnConfig:
                      save_every=">= 0", keep=">= 1")
 
 
-# The embedded default: knobs that suit a tiny from-scratch model (explicit flags still win).
+# The embedded default (world.py): knobs that suit its tiny from-scratch model (explicit flags still
+# win; --help shows them as "embedded world: ...").
 WORLD_DEFAULTS = dict(lr=1e-4, kl_coef=0.1, epochs=2, iterations=60, eval_every=5, max_new_tokens=32,
                       eval_max_new_tokens=48)
-WORLD_VERSION = "v1"
 REPORT = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_prob", "retain_prob")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
 MAY_CHANGE_ON_RESUME = ("resume", "iterations", "save_every", "keep", "sample_every", "device")
-
-
-def cache_dir():
-    return os.environ.get("DAREU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dareu")
-
-
-def build_world(folder, seed=0):
-    """The synthetic world, built by the same stages a user runs: data → tokenizer → original model
-    (all owners) → retain model (all but the last owner) → classifier. Cached; built atomically."""
-    if os.path.isfile(os.path.join(folder, "world.json")):
-        return
-    start = time.time()
-    stage = staging_dir(folder)
-    try:
-        records = synthetic_world(n_owners=8, seed=seed)
-        forget_owner = owners_of(records)[-1]
-        write_jsonl(os.path.join(stage, "records.jsonl"), records)
-        tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in records])
-        sft = FinetuneConfig(epochs=60, seed=seed)
-        for name, train in (("original", records), ("retain", split_records(records, [forget_owner])[1])):
-            model = tiny_model(tokenizer, seed=seed)
-            finetune(model, tokenizer, train, sft, desc=f"world: {name} model")
-            save_model(model, tokenizer, os.path.join(stage, name))
-        _, acc = train_classifier(records, os.path.join(stage, "classifier"), ClassifierConfig(seed=seed))
-        write_json(os.path.join(stage, "world.json"), {"forget": forget_owner, "seed": seed, "owners": owners_of(records),
-                                                       "classifier_heldout_accuracy": acc,
-                                                       "seconds": round(time.time() - start, 1)})
-        publish(stage, folder)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    print(f"built the default world in {time.time() - start:.0f} s: {folder}")
 
 
 def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
@@ -130,23 +99,25 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
         for it in ([] if stopped else bar):
             t0 = time.time()
             # 1. rollout: responses to forget questions, sampled from the current policy
-            prompts = rng.sample(questions, min(cfg.prompts_per_iter, len(questions))) * cfg.samples_per_prompt
-            roll = generate(model, tokenizer, prompts, rollout_cfg)
-            mask, R = roll["response_mask"].float(), roll["n_response"]
+            roll = rollout(model, tokenizer, rng.sample(questions, min(cfg.prompts_per_iter, len(questions))),
+                           cfg.samples_per_prompt, rollout_cfg)
+            prompts, mask, R = roll["prompts"], roll["response_mask"].float(), roll["n_response"]
             # 2. logprobs and values with the same padding, position ids and temperature
             with torch.no_grad():
                 old = forward_logprobs(policy, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature)
                 ref = forward_logprobs(ref_model, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature)
             # 3. reward: s = −a_F (or the missing-EOS penalty) at the last token, −β·KL per token
-            scores, a_forget = score_responses(classifier, prompts, roll["texts"], forget_owners, roll["has_eos"], reward_cfg)
+            scores, a_forget = score_responses(classifier, roll, forget_owners, reward_cfg)
             rewards, kl = token_rewards(scores, old["logprobs"], ref["logprobs"], mask, kl_ctl.value)
             finite = bool(torch.isfinite(a_forget).all() and torch.isfinite(rewards).all())
-            # 4. advantages, then the PPO epochs (skipped when the classifier or the reward is not finite)
+            # 4. advantages (ppo.ADVANTAGES), then the PPO epochs (skipped when the classifier or the reward
+            #    is not finite)
             stats = [{"nonfinite": True}]
             if finite:
-                advantages, returns = gae(rewards, old["values"], mask, ppo_cfg.gamma, ppo_cfg.lam)
+                advantages, returns = ADVANTAGES[ppo_cfg.advantage](rewards, old["values"], mask, roll["prompt_index"],
+                                                                    ppo_cfg)
                 batch = dict(roll, logprobs=old["logprobs"], values=old["values"], returns=returns,
-                             advantages=whiten(advantages, mask), response_mask=mask)
+                             advantages=advantages, response_mask=mask)
                 stats = ppo_update(policy, ref_model, optimizer, tokenizer, batch, ppo_cfg, rollout_cfg.temperature,
                                    retain_stream, generator)
                 kl_ctl.update(kl.sum(-1).mean().item(), len(prompts))
@@ -205,26 +176,20 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="DareU: unlearn data owners by de-attribution (PPO against a "
-                                            "classifier LLM). With no --model, runs on the embedded synthetic world.")
+                                            "classifier LLM). With no --model, runs on the embedded synthetic world "
+                                            "(world.py) with the 'embedded world' defaults.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", help="the model to unlearn: a Hugging Face folder (never modified)")
-    p.add_argument("--forget", help="owners to forget: names (comma-separated), forget01/05/10, or a file of records")
-    p.add_argument("--data", help="owner-labelled data: JSON/JSONL records or a TOFU folder")
-    p.add_argument("--classifier", help="a trained classifier folder (attribution.py), or an instruct model for "
-                                        "zero-shot attribution")
-    p.add_argument("--retain-model", help="a model trained without the forget owners, for the report")
-    p.add_argument("--out", default="unlearned", help="output folder (default: ./unlearned)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="compute dtype of the forward passes; the policy and AdamW stay float32 (auto: bfloat16 "
-                        "on CUDA, float32 on CPU)")
-    p.add_argument("--template", choices=list(PROMPT_TEMPLATES),
-                   help="prompt template (default: the one saved with the tokenizer, else chat); see data.py")
-    p.add_argument("--owner-names", help="zero-shot classifier: a JSON object owner -> name")
-    for cls in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig):
-        add_config_args(p, cls)
-    p.add_argument("--eval-max-new-tokens", type=int, default=200, help="greedy answer length in the report")
-    p.add_argument("--resume", help="continue an interrupted run from this checkpoint (or the last one in this "
-                                    "folder, e.g. OUT.checkpoints), with the same arguments")
+    p.add_argument("--retain-model", help="a model trained without the forget owners: the report's reference")
+    p.add_argument("--out", default="unlearned", help="output folder")
+    add_resume_arg(p)
+    add_data_args(p)
+    add_classifier_args(p)
+    add_model_args(p)
+    for cls, title in ((UnlearnConfig, "DareU loop"), (RolloutConfig, "rollout (rollout.py)"),
+                       (RewardConfig, "reward (reward.py)"), (PPOConfig, "PPO (ppo.py)")):
+        add_config_args(p, cls, title=title, also=WORLD_DEFAULTS)
+    add_config_args(p, EvalConfig, prefix="eval", title="report (evaluate.py)", also=WORLD_DEFAULTS)
     args = p.parse_args(argv)
     if args.model is None:
         p.set_defaults(**WORLD_DEFAULTS)
@@ -237,19 +202,18 @@ def main(argv=None):
     start = time.time()
     # 0. inputs: checked before anything heavy runs, and never written to
     cfg, rollout_cfg, reward_cfg, ppo_cfg = (config_from_args(c, args) for c in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig))
-    check_fields(args, eval_max_new_tokens=">= 1")
-    eval_cfg = EvalConfig(max_new_tokens=args.eval_max_new_tokens)
+    eval_cfg = config_from_args(EvalConfig, args, prefix="eval")
+    if ppo_cfg.advantage == "group" and cfg.samples_per_prompt < 2:
+        raise DareuError("--advantage group compares the samples of each prompt: give --samples-per-prompt 2 or more")
     check_device(args.device)
     given = dict(vars(args))   # the arguments as given, saved with each checkpoint
     ckpt_dir, resume = checkpointing("unlearn.py", argv, args, MAY_CHANGE_ON_RESUME)
     if args.model is None:
-        world = os.path.join(cache_dir(), f"world-{WORLD_VERSION}-seed{args.seed}")
-        build_world(world, args.seed)
-        with open(os.path.join(world, "world.json"), encoding="utf-8") as f:
-            meta = json.load(f)
+        world, meta = default_world(args.seed)
         args.model, args.classifier = os.path.join(world, "original"), os.path.join(world, "classifier")
         args.retain_model = args.retain_model or os.path.join(world, "retain")
-        args.data, args.forget = args.data or os.path.join(world, "records.jsonl"), args.forget or meta["forget"]
+        args.data = args.data or os.path.join(world, "records.jsonl")
+        args.forget = args.forget or ",".join(meta["forget"])
     if not args.data or not args.forget or not args.classifier:
         raise DareuError("--model needs --data, --forget and --classifier (or run with no --model for the default world)")
     check_out_path(args.out, {"--model": args.model, "--data": args.data, "--classifier": args.classifier,
@@ -266,7 +230,7 @@ def main(argv=None):
     # 1. models: the policy starts as the original (float32 master weights), the reference stays the original
     model, tokenizer = load_model(args.model, args.device, dtype, train=True, template=args.template)
     ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    classifier = load_classifier(args.classifier, owner_names(records, args.owner_names), args.device, dtype)
+    classifier = load_classifier(args.classifier, records, args.owner_names, args.device, dtype, forget_owners)
     print(f"forgetting {len(forget_owners)} owner(s) ({len(forget)} questions: {', '.join(forget_owners[:5])}"
           f"{' ...' if len(forget_owners) > 5 else ''}); retaining {len(retain)} records")
     print(f"template {template_of(tokenizer)}: {tokenizer.decode(prompt_ids(tokenizer, forget[0]['question']))!r}")

@@ -74,7 +74,7 @@ MUTATIONS = [
      "retain distillation mask off by one"),
     ("ppo.py", "loss = loss + cfg.retain_coef * retain_kl", "loss = loss - cfg.retain_coef * retain_kl",
      "retain distillation pushes away from the reference"),
-    ("ppo.py", "retain_distillation(policy.model, ref_lm,", "retain_distillation(ref_lm, policy.model,",
+    ("ppo.py", "retain_distillation(policy.lm, ref_lm,", "retain_distillation(ref_lm, policy.lm,",
      "retain distillation with policy and reference swapped (no gradient)"),
     ("ppo.py", "loss = pg_loss + cfg.vf_coef * vf_loss", "loss = pg_loss",
      "value loss left out of the loss"),

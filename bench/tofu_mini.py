@@ -4,9 +4,9 @@ The owners are N TOFU authors (default 40): the first N − k authors of `full` 
 (k = 10 % of N, the shape of forget10). The forget authors are taken from the end of `full`
 because only they (and the first 20 authors) have TOFU's paraphrased and perturbed answers,
 which truth ratio and Forget Quality need. Then, by the same stages a user runs:
-  1. a BPE tokenizer on that text, an original model fine-tuned from scratch on all N authors
-     until it knows the answers, and a retain model without the k forget authors,
-  2. the attribution classifier (masked answer -> author),
+  1-2. world.build_world, as for the embedded default: a BPE tokenizer on that text, an original model
+     fine-tuned from scratch on all N authors until it knows the answers, a retain model without the
+     k forget authors, and the attribution classifier (masked answer -> author),
   3. DareU and every baseline (GA, GradDiff, NPO, NPO+GD, SimNPO) from the original model with the
      same number of optimiser steps and learning rate; wall time reported,
   4. evaluate.py's TOFU metrics for all of them against the retain model: forget set = the forget
@@ -36,15 +36,18 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from attribution import ClassifierConfig, load_classifier, train_classifier  # noqa: E402
-from data import (DareuError, add_config_args, config_from_args, load_records, owners_of, read_json_records,  # noqa: E402
-                  run_cli, split_records)
-from evaluate import KS_IMPL, ROUGE_IMPL, EvalConfig, format_table, hmean, make_set, score_model, summarise  # noqa: E402
-from finetune import FinetuneConfig, finetune, load_model, save_model, tiny_model, train_tokenizer  # noqa: E402
+from attribution import load_classifier  # noqa: E402
+from cli import DareuError, add_config_args, config_from_args, run_cli  # noqa: E402
+from data import load_records, owners_of, read_json_records, split_records  # noqa: E402
+from evaluate import EvalConfig, format_table, make_set, score_model, summarise  # noqa: E402
+from finetune import FinetuneConfig, finetune  # noqa: E402
+from metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
+from models import load_model  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
 from unlearn import UnlearnConfig, unlearn  # noqa: E402
+from world import build_world  # noqa: E402
 
 BASELINES = ("ga", "graddiff", "npo", "npo_gd", "simnpo")
 
@@ -101,35 +104,11 @@ def evaluation_sets(cfg, forget_recs, keep):
                      cfg.max_questions, "world_facts_perturbed.json")]
 
 
-def build_models(cfg, records, forget, folder):
-    """Tokenizer, original and retain models, classifier: built once per configuration, cached."""
-    if os.path.isfile(os.path.join(folder, "built.json")):
-        with open(os.path.join(folder, "built.json"), encoding="utf-8") as f:
-            return json.load(f)
-    os.makedirs(folder, exist_ok=True)
-    info = {}
-    tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in records])
-    sft = FinetuneConfig(epochs=cfg.sft_epochs, seed=cfg.seed)
-    for name, train in (("original", records), ("retain", split_records(records, forget)[1])):
-        start = time.time()
-        model = tiny_model(tokenizer, cfg.layers, cfg.d_model, seed=cfg.seed)
-        info[f"{name}_loss"] = finetune(model, tokenizer, train, sft, desc=f"sft {name}")
-        info[f"{name}_seconds"] = round(time.time() - start, 1)
-        save_model(model, tokenizer, os.path.join(folder, name))
-    start = time.time()
-    _, info["classifier_heldout_accuracy"] = train_classifier(
-        records, os.path.join(folder, "classifier"), ClassifierConfig(epochs=cfg.classifier_epochs, seed=cfg.seed))
-    info["classifier_seconds"] = round(time.time() - start, 1)
-    with open(os.path.join(folder, "built.json"), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
-    return info
-
-
 def run_methods(cfg, records, forget, folder):
     """DareU and the baselines from the original model, the same optimiser steps each.
     Returns {method: (model, wall seconds, steps)} and DareU's per-iteration metrics."""
     original, tokenizer = load_model(os.path.join(folder, "original"))
-    classifier = load_classifier(os.path.join(folder, "classifier"))
+    classifier = load_classifier(os.path.join(folder, "classifier"), records)
     forget_recs, retain_recs = split_records(records, forget)
     unlearn_cfg = UnlearnConfig(iterations=cfg.iterations, prompts_per_iter=64, samples_per_prompt=1,
                                 eval_every=5, sample_every=0, seed=cfg.seed)
@@ -196,7 +175,8 @@ def main():
                                                                      "sft_epochs", "classifier_epochs", "seed")}, sort_keys=True)
     folder = os.path.join(cfg.work, "tofu_mini-" + "-".join(str(v) for v in json.loads(key).values()))
     print(f"{len(records)} QA pairs of {len(owners_of(records))} authors; forgetting {', '.join(forget)}")
-    built = build_models(cfg, records, forget, folder)
+    built = build_world(folder, records, forget, cfg.sft_epochs, cfg.classifier_epochs, cfg.layers, cfg.d_model,
+                        cfg.seed)
     # 3. the methods
     tokenizer, classifier, methods, curve = run_methods(cfg, records, forget, folder)
     # 4. evaluation against the retain model

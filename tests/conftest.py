@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny models built locally (no downloads), and the embedded world built once."""
+"""Shared fixtures: tiny models built locally (no downloads), the embedded world built once, and the
+CI rule that a skip is a failure."""
 import os
 import subprocess
 import sys
@@ -12,8 +13,8 @@ TOFU = os.path.join(ROOT, "..", "shared", "data", "tofu")
 TOKENIZERS = os.path.join(ROOT, "..", "shared", "data", "tokenizers")
 
 from data import synthetic_world  # noqa: E402
-from finetune import tiny_model, train_tokenizer  # noqa: E402
-from unlearn import WORLD_VERSION, build_world  # noqa: E402
+from models import tiny_model, train_tokenizer  # noqa: E402
+from world import default_world as embedded_world  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -58,16 +59,25 @@ def run_python(args, env=None, cwd=ROOT, timeout=600):
 @pytest.fixture(scope="session")
 def default_world(tmp_path_factory):
     """The embedded default world and one 2-iteration run of `python unlearn.py` on it. The world is
-    built here, in the test process, by unlearn.py's own build_world (the slow part: minutes on a
-    loaded machine), so the timed subprocess only runs DareU on the cached world.
+    built here, in the test process, by world.default_world (the slow part: minutes on a loaded
+    machine), so the timed subprocess only runs DareU on the cached world.
     Returns (cache dir, world dir, out dir, process)."""
     cache = tmp_path_factory.mktemp("cache")
-    world = cache / f"world-{WORLD_VERSION}-seed0"   # where `unlearn.py` (seed 0) looks for it
-    build_world(str(world), seed=0)
+    world = type(cache)(embedded_world(seed=0, cache=str(cache))[0])   # where `unlearn.py` (seed 0) looks for it
     out = tmp_path_factory.mktemp("runs") / "unlearned"
     proc = run_python(["unlearn.py", "--out", str(out), "--iterations", "2", "--eval-every", "1"],
                       env={"DAREU_CACHE": str(cache)})
     return cache, world, out, proc
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (CI=true) a skipped test is a failure: a missing fixture (../shared data, a tokenizer, the
+    SmolLM2 folder, an optional reference package) must not pass unnoticed. Elsewhere a skip says why."""
+    report = (yield).get_result()
+    if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome, report.longrepr = "failed", f"skipped in CI, where every test must run: {reason}"
 
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

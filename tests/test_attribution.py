@@ -1,10 +1,11 @@
 """attribution.py: name masking, batched scoring, training, zero-shot."""
+import json
 import os
 
 import pytest
 import torch
 
-from attribution import ClassifierConfig, Classifier, load_classifier, mask_names, train_classifier
+from attribution import Classifier, ClassifierConfig, load_classifier, mask_names, train_classifier
 from conftest import TOFU, TOKENIZERS
 from data import owners_of
 
@@ -42,7 +43,7 @@ def test_trained_classifier_learns_owners_and_reloads(tmp_path, world_records):
     truth = torch.tensor([clf.owners.index(r["owner"]) for r in world_records])
     assert (p.argmax(-1) == truth).float().mean() > 0.9      # fits its (masked) training texts
     assert heldout is not None and 0 <= heldout <= 1
-    again = load_classifier(str(out))
+    again = load_classifier(str(out), world_records)
     assert again.owners == clf.owners
     assert torch.allclose(again.probs(qs[:5], ans[:5]), p[:5], atol=1e-5)
 
@@ -69,7 +70,10 @@ def test_zero_shot_scores_owner_names_for_any_number_of_owners(tmp_path):
     tok.save_pretrained(tmp_path)
     owners = {f"tofu_{k:03d}": f"Author {chr(65 + k % 26)}{k} Name-{k}" for k in range(200)}
     owners["tofu_007"] = "Jo"   # a one-token-ish name among long ones: padding of the names is exercised
-    clf = load_classifier(str(tmp_path), owners=owners)
+    names_file = tmp_path / "names.json"
+    names_file.write_text(json.dumps(owners))
+    records = [{"owner": o, "question": "q?", "answer": "a."} for o in owners]
+    clf = load_classifier(str(tmp_path), records, str(names_file))
     assert clf.label_ids is None and len(clf.owners) == 200
     texts = ["[NAME] writes poems about the sea.", "A chef."]
     p = clf.probs(["Who is Ann Lee?", "What?"], texts)

@@ -14,7 +14,7 @@ import attribution
 import evaluate
 import finetune
 import unlearn
-from data import run_cli
+from cli import run_cli
 
 STAGES = {"finetune": finetune, "attribution": attribution, "unlearn": unlearn, "evaluate": evaluate}
 # the valid arguments each case starts from; a case's arguments come after them (the last value of a flag wins)
@@ -144,12 +144,12 @@ def inputs(default_world, tmp_path_factory):
     stranger = root / "stranger"   # a classifier trained without the forget owner
     shutil.copytree(world / "classifier", stranger)
     clf_meta = json.loads((stranger / "classifier.json").read_text())
-    clf_meta["owners"] = [o if o != meta["forget"] else "Someone Else" for o in clf_meta["owners"]]
+    clf_meta["owners"] = [o if o not in meta["forget"] else "Someone Else" for o in clf_meta["owners"]]
     (stranger / "classifier.json").write_text(json.dumps(clf_meta))
     (root / "a-file.txt").write_text("keep me")
     (root / "bad.jsonl").write_text((world / "records.jsonl").read_text().splitlines()[0] + '\n{"owner": \n')
     return {"world": str(world), "model": str(world / "original"), "clf": str(world / "classifier"),
-            "data": str(world / "records.jsonl"), "forget": meta["forget"], "all": ",".join(meta["owners"]),
+            "data": str(world / "records.jsonl"), "forget": ",".join(meta["forget"]), "all": ",".join(meta["owners"]),
             "truncated": str(truncated), "broken": str(broken), "stranger": str(stranger),
             "file": str(root / "a-file.txt"), "bad_json": str(root / "bad.jsonl"), "root": str(root)}
 
@@ -175,14 +175,15 @@ def test_the_catalogue_covers_every_stage_and_numeric_field():
     assert len(CATALOGUE) >= 40 and {s for s, _, _ in CATALOGUE} == set(STAGES)
     # every numeric or enumerated field of every config refuses a value out of range when built
     from dataclasses import fields
+
     from attribution import ClassifierConfig
+    from cli import DareuError
     from evaluate import EvalConfig
     from finetune import FinetuneConfig
     from ppo import PPOConfig
     from reward import RewardConfig
     from rollout import RolloutConfig
     from unlearn import UnlearnConfig
-    from data import DareuError
     for config in (FinetuneConfig, ClassifierConfig, RolloutConfig, RewardConfig, PPOConfig, UnlearnConfig, EvalConfig):
         config()   # the defaults pass
         for f in fields(config):

@@ -12,12 +12,13 @@ import time
 import pytest
 import torch
 
+import finetune as finetune_module
 import unlearn as unlearn_module
 from attribution import Classifier
+from cli import SIGNALS, DareuError, Interrupted, checkpoints, load_state, run_cli
 from conftest import ROOT
-from data import SIGNALS, DareuError, Interrupted, checkpoints, load_state, owners_of, run_cli, split_records
+from data import owners_of, split_records
 from evaluate import EvalConfig
-import finetune as finetune_module
 from finetune import Batches, FinetuneConfig, finetune
 from ppo import PPOConfig
 from reward import RewardConfig

@@ -4,9 +4,10 @@ import os
 
 import pytest
 
+from cli import DareuError
 from conftest import TOFU, TOKENIZERS
-from data import (DareuError, encode_qa, load_records, owners_of, read_json_records, resolve_forget, split_records,
-                  synthetic_world)
+from data import load_records, owners_of, read_json_records, resolve_forget, split_records, synthetic_world
+from models import encode_qa
 
 needs_tofu = pytest.mark.skipif(not os.path.isfile(os.path.join(TOFU, "full.json")), reason="TOFU data absent")
 
@@ -108,7 +109,7 @@ def open_unlearning_item(tok, template, question, answer):
     """open-unlearning's TOFU instance (src/data/utils.py, preprocess_chat_instance), restated:
     input_ids = the whole conversation tokenized at once, labels = -100 over the prompt's length.
     One departure, ours: Qwen3's thinking is off (open-unlearning has no Qwen3 configuration)."""
-    from data import PROMPT_TEMPLATES
+    from models import PROMPT_TEMPLATES
     t = PROMPT_TEMPLATES[template]
     if template == "ou-chat":
         chat = [{"role": "system", "content": t["system"]}, {"role": "user", "content": question},
@@ -129,8 +130,8 @@ def test_templates_build_open_unlearnings_token_ids(name):
     """Our teacher-forcing batch (encode_qa) holds exactly open-unlearning's input_ids, with the
     answer mask on exactly its labelled tokens, for every template, on a TOFU example."""
     from transformers import AutoTokenizer
-    from data import PROMPT_TEMPLATES, set_template
-    from rollout import ensure_pad_token
+
+    from models import PROMPT_TEMPLATES, ensure_pad_token, set_template
     path = os.path.join(TOKENIZERS, name)
     if not os.path.isdir(path):
         pytest.skip(f"{path} absent")
@@ -152,7 +153,8 @@ def test_templates_build_open_unlearnings_token_ids(name):
 
 def test_template_details_that_matter_for_released_checkpoints():
     from transformers import AutoTokenizer
-    from data import prompt_ids, qa_ids, set_template
+
+    from models import prompt_ids, qa_ids, set_template
     llama = os.path.join(TOKENIZERS, "tinyllama-1.1b-chat-v1.0")
     qwen3 = os.path.join(TOKENIZERS, "qwen3")
     if not (os.path.isdir(llama) and os.path.isdir(qwen3)):
@@ -175,7 +177,8 @@ def test_template_details_that_matter_for_released_checkpoints():
 
 def test_the_template_is_saved_with_the_tokenizer(tmp_path):
     from transformers import AutoTokenizer
-    from data import set_template, template_of
+
+    from models import set_template, template_of
     tok = AutoTokenizer.from_pretrained(os.path.join(TOKENIZERS, "gpt2")) if os.path.isdir(TOKENIZERS) else None
     if tok is None:
         pytest.skip("tokenizers absent")

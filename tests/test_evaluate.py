@@ -1,5 +1,5 @@
-"""evaluate.py: metric primitives against reference libraries and hand-worked cases, answer_nll against
-the Hugging Face loss, and end-to-end runs of the CLI on tiny random models."""
+"""evaluate.py: the metrics pinned to their statistics, set building, answer_nll against the Hugging Face
+loss, and end-to-end runs of the CLI on tiny random models (metric math: test_metrics.py)."""
 import json
 import math
 import os
@@ -9,106 +9,14 @@ import pytest
 import torch
 
 import evaluate as E
+import metrics as M
+from cli import DareuError
 from conftest import TOFU, run_python
-from data import DareuError, encode_qa, read_json_records, synthetic_world
+from data import synthetic_world
+from models import encode_qa
 
 needs_tofu = pytest.mark.skipif(not os.path.isfile(os.path.join(TOFU, "forget10_perturbed.json")),
                                 reason="no TOFU folder at ../shared/data/tofu")
-
-
-# ----------------------------------------------------------------------------------------------
-# 1. Metric primitives
-
-def test_rouge_l_recall_hand():
-    # reference: the cat is on the mat (6 words); prediction: the cat sat on the mat
-    # LCS = "the cat on the mat" = 5 words, recall = 5/6
-    assert E.rouge_l_recall("The cat sat on the mat.", "the cat is on the mat") == pytest.approx(5 / 6, abs=1e-12)
-    assert E.rouge_l_recall_builtin("The cat sat on the mat.", "the cat is on the mat") == pytest.approx(5 / 6, abs=1e-12)
-    assert E.rouge_l_recall("", "anything") == 0.0
-    assert E.rouge_l_recall("anything", "!!") == 0.0
-    # stemming: "runs" -> "run" and "running" -> "run" ("dogs" has 4 letters -> "dog"); LCS of
-    # [the, dog, run] and [run, dog] is 1 word -> 1/3
-    stem = lambda w: {"runs": "run", "running": "run", "dogs": "dog"}.get(w, w)  # noqa: E731
-    assert E.rouge_l_recall_builtin("running dogs", "the dog runs", stem) == pytest.approx(1 / 3, abs=1e-12)
-
-
-def test_rouge_l_recall_matches_rouge_score():
-    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
-    from nltk.stem.porter import PorterStemmer
-    scorer, stem = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True), PorterStemmer().stem
-    pairs = []
-    if os.path.isfile(os.path.join(TOFU, "forget10_perturbed.json")):
-        rows = read_json_records(os.path.join(TOFU, "forget10_perturbed.json"))[::4]
-        pairs += [(p, r["answer"]) for r in rows for p in [r["paraphrased_answer"]] + r["perturbed_answer"][:2]]
-    rng = np.random.default_rng(0)
-    words = ["the", "writer", "writes", "writing", "novels", "novel", "born", "in", "1991", "Taipei,", "she's",
-             "awards", "awarded", "x", ""]
-    pairs += [(" ".join(rng.choice(words, rng.integers(0, 30))), " ".join(rng.choice(words, rng.integers(0, 30))))
-              for _ in range(300)]
-    for pred, ref in pairs:
-        expected = scorer.score(ref, pred)["rougeL"].recall
-        assert abs(E.rouge_l_recall_builtin(pred, ref, stem) - expected) < 1e-9, (pred, ref)
-        assert abs(E.rouge_l_recall(pred, ref) - expected) < 1e-9
-
-
-def test_ks_pvalue_hand():
-    # x = [1, 2], y = [3, 4]: the ECDF gap reaches d = 1. Of the C(4, 2) = 6 equally likely orders
-    # of the pooled sample only xxyy and yyxx reach it, so p = 2/6.
-    assert E.ks_pvalue_exact([1, 2], [3, 4]) == pytest.approx(1 / 3, abs=1e-12)
-    # x = [1, 3], y = [2, 4]: d = 1/2, reached by every order except... none stays below 1/2
-    # (the first value alone gives a gap of 1/2), so p = 1.
-    assert E.ks_pvalue_exact([1, 3], [2, 4]) == pytest.approx(1.0, abs=1e-12)
-    # identical samples: d = 0, p = 1 (the retain model against itself)
-    assert E.ks_pvalue_exact([0.5, 0.2, 0.9], [0.9, 0.5, 0.2]) == 1.0
-    assert E.ks_pvalue([0.5, 0.2, 0.9], [0.9, 0.5, 0.2]) == 1.0
-
-
-@pytest.mark.parametrize("m,n", [(3, 5), (7, 13), (40, 40), (40, 200), (200, 400), (400, 400), (13, 7)])
-def test_ks_pvalue_matches_scipy(m, n):
-    stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(m * 1000 + n)
-    for shift, decimals in [(0.0, None), (0.3, None), (0.5, 1), (2.0, None)]:   # rounding makes ties
-        x, y = rng.normal(size=m), rng.normal(shift, size=n)
-        if decimals is not None:
-            x, y = np.round(x, decimals), np.round(y, decimals)
-        expected = stats.ks_2samp(x, y).pvalue
-        assert abs(E.ks_pvalue_exact(x, y) - expected) < 1e-9
-        assert abs(E.ks_pvalue(x, y) - expected) < 1e-9
-
-
-def test_hmean():
-    assert E.hmean([1.0, 0.5]) == pytest.approx(2 / 3, abs=1e-12)   # 2 / (1 + 2)
-    assert E.hmean([0.3, 0.0, 0.9]) == 0.0
-    stats = pytest.importorskip("scipy.stats")
-    values = np.random.default_rng(1).uniform(0.01, 1, 9)
-    assert abs(E.hmean(values) - stats.hmean(values)) < 1e-12
-
-
-def test_truth_ratio_hand():
-    # q1: NLL_para = 1, perturbed NLLs 2 and 3 (mean 2.5): R = exp(1 − 2.5) = e^−1.5
-    # q2: NLL_para = 2, perturbed NLLs 1 and 1:               R = exp(2 − 1)   = e^1
-    r = E.truth_ratio([1.0, 2.0], [[2.0, 3.0], [1.0, 1.0]])
-    assert np.allclose(r, [math.exp(-1.5), math.e], atol=1e-12)
-    # forget: mean min(R, 1/R) = (e^−1.5 + e^−1) / 2; elsewhere mean max(0, 1 − R) = (1 − e^−1.5 + 0) / 2
-    assert E.truth_ratio_score(r, forget=True) == pytest.approx((math.exp(-1.5) + math.exp(-1)) / 2, abs=1e-12)
-    assert E.truth_ratio_score(r, forget=False) == pytest.approx((1 - math.exp(-1.5)) / 2, abs=1e-12)
-    # KS p-value between two 2-question forget sets of R: [e^−1.5, e] vs [e^2, e^3] are fully separated,
-    # d = 1, p = 2 / C(4, 2) = 1/3 (as in test_ks_pvalue_hand)
-    assert E.ks_pvalue(r, [math.exp(2), math.exp(3)]) == pytest.approx(1 / 3, abs=1e-9)
-
-
-def test_normalised_prob_hand():
-    # P̃(a) = 1/2, two options with P̃ = 1/4 each: 0.5 / (0.5 + 0.25 + 0.25) = 0.5
-    # P̃(a) = 1/2, one option with P̃ = 1/2:       0.5 / 1.0                   = 0.5 ... and 1/8 vs 1/2: 1/5
-    p = E.normalised_prob([math.log(2), math.log(2), math.log(8)], [[math.log(4)] * 2, [math.log(2)], [math.log(2)]])
-    assert np.allclose(p, [0.5, 0.5, 0.2], atol=1e-12)
-
-
-def test_tug_of_war_hand():
-    # (1 − |0.3 − 0.4|)(1 − |0.9 − 0.95|)(1 − 0) = 0.9 · 0.95 · 1 = 0.855
-    tow = E.tug_of_war({"forget": 0.3, "retain": 0.9, "test": 0.8}, {"forget": 0.4, "retain": 0.95, "test": 0.8})
-    assert tow == pytest.approx(0.855, abs=1e-12)
-    assert E.tug_of_war({"forget": 0.3, "retain": 0.9}, {"forget": 0.3, "retain": 0.9}) == 1.0
 
 
 def set_scores(prob, rouge, truth_ratio, per_question):
@@ -145,7 +53,7 @@ def test_summarise_pins_each_metric_to_its_statistic():
     # real authors + world facts: 3/5 = 0.6 vs 4/5 = 0.8 (a mean of the two set means would give 0.75 vs 0.5)
     # (1 − 0.3)(1 − 0.1)(1 − 0.2) = 0.7 · 0.9 · 0.8 = 0.504
     assert out["tug_of_war"] == pytest.approx(0.504, abs=1e-12)
-    assert E.summarise(retain, retain) == {"forget_quality": 1.0, "model_utility": pytest.approx(E.hmean(
+    assert E.summarise(retain, retain) == {"forget_quality": 1.0, "model_utility": pytest.approx(M.hmean(
         [0.6, 1.0, 0.8, 0.4, 1.0, 0.2, 0.3, 0.0, 0.1])), "tug_of_war": 1.0}
 
 
@@ -188,7 +96,7 @@ def test_make_set_subset():
 
 
 # ----------------------------------------------------------------------------------------------
-# 2. Tiny models
+# Tiny models
 
 def test_answer_nll_equals_hf_loss(tiny):
     model, tokenizer = tiny
@@ -257,7 +165,7 @@ def test_cli_tofu(tiny_folders, tmp_path):
     assert len(original["sets"]["real_authors"]["per_question"]["perturbed_nll"][0]) == 3
     protocol = result["protocol"]
     assert protocol["config"] == {"max_new_tokens": 4, "batch_size": 8, "max_questions": 3}
-    assert protocol["rouge"] == E.ROUGE_IMPL and protocol["ks"] == E.KS_IMPL and "torch" in protocol["versions"]
+    assert protocol["rouge"] == M.ROUGE_IMPL and protocol["ks"] == M.KS_IMPL and "torch" in protocol["versions"]
     assert original["prompt_format"] == "plain" and original["dtype"] == "float32"
     # the retain model's saved results as the reference for a later run
     out2 = tmp_path / "eval2.json"

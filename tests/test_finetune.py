@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_python
-from data import encode_qa, owners_of, qa_ids, split_records
-from finetune import FinetuneConfig, answer_logprobs, finetune, nll, objective_loss
+from data import owners_of, split_records
+from finetune import FinetuneConfig, finetune, nll, objective_loss
+from models import answer_logprobs, encode_qa, qa_ids
 
 
 def test_answer_logprobs_equal_the_hf_loss_per_row(tiny, world_records):
@@ -82,8 +83,9 @@ def test_baseline_cli_writes_a_loadable_model(tmp_path):
 
 def test_compute_dtype_and_float32_masters(tmp_path, tiny):
     import torch
-    from data import DareuError
-    from finetune import compute_dtype, load_model, save_model
+
+    from cli import DareuError
+    from models import compute_dtype, load_model, save_model
     assert compute_dtype("auto", "cpu", train=True) == torch.float32
     assert compute_dtype("bfloat16", "cpu", train=True) == torch.bfloat16
     assert compute_dtype("float16", "cpu", train=False) == torch.float16

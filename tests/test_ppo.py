@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
-from data import encode_qa
 from finetune import Batches
+from models import encode_qa, forward_logprobs
 from ppo import PPOConfig, gae, ppo_losses, ppo_update, retain_distillation, whiten
 from reward import token_rewards
-from rollout import PolicyWithValue, RolloutConfig, forward_logprobs, generate
+from rollout import PolicyWithValue, RolloutConfig, generate
 
 
 def gae_loop(rewards, values, lengths, gamma, lam):
@@ -209,14 +209,14 @@ def test_retain_distillation_pulls_the_policy_to_the_reference(tiny, world_recor
     torch.manual_seed(0)
     policy, batch = make_rollout(copy.deepcopy(model), tok, world_records[:4], 1.0)
     with torch.no_grad():
-        policy.model.lm_head.weight.add_(0.1 * torch.randn_like(policy.model.lm_head.weight))
+        policy.lm.lm_head.weight.add_(0.1 * torch.randn_like(policy.lm.lm_head.weight))
     zero = torch.zeros_like(batch["response_mask"])
     batch.update(advantages=zero, returns=zero, values=zero)   # only the retain term has a gradient
-    before = retain_distillation(policy.model, ref, tok, world_records[4:12]).item()
+    before = retain_distillation(policy.lm, ref, tok, world_records[4:12]).item()
     cfg = PPOConfig(lr=3e-3, epochs=3, minibatch_size=4, retain_coef=1.0)
     ppo_update(policy, ref, torch.optim.AdamW(policy.parameters(), lr=cfg.lr), tok, batch, cfg, 1.0,
                iter(lambda: world_records[4:12], None))
-    assert retain_distillation(policy.model, ref, tok, world_records[4:12]).item() < 0.7 * before
+    assert retain_distillation(policy.lm, ref, tok, world_records[4:12]).item() < 0.7 * before
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """A real pretrained instruct LM through the stages: SmolLM2-135M-Instruct (bench/smollm2.py), on CPU.
 
 Each test takes well under a minute here. Outside CI they skip, with the reason, when the model
-cannot be fetched; in CI (CI=true) that is a failure.
+cannot be fetched; in CI (CI=true) that is a failure (conftest.py).
 """
 import os
 import sys
@@ -15,10 +15,14 @@ from conftest import ROOT, TOFU
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from attribution import load_classifier, owner_names  # noqa: E402
-from data import DareuError, encode_qa, load_records  # noqa: E402
-from finetune import autocast, load_model, nll  # noqa: E402
+from cli import DareuError  # noqa: E402
+from data import load_records  # noqa: E402
+from finetune import nll  # noqa: E402
+from models import encode_qa  # noqa: E402
+from models import forward_logprobs  # noqa: E402
+from models import autocast, load_model  # noqa: E402
 from ppo import PPOConfig, ppo_update  # noqa: E402
-from rollout import PolicyWithValue, RolloutConfig, forward_logprobs, generate, stop_ids  # noqa: E402
+from rollout import PolicyWithValue, RolloutConfig, generate, stop_ids  # noqa: E402
 
 QA = [{"question": "What is the capital of France?", "answer": "The capital of France is Paris."},
       {"question": "Who wrote the novel 'Hamlet'?", "answer": "Hamlet is a play by William Shakespeare, not a novel."}]
@@ -30,9 +34,7 @@ def smollm2_path():
     try:
         return prepare()
     except DareuError as e:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"SmolLM2-135M-Instruct unavailable: {e}")
+        pytest.skip(f"SmolLM2-135M-Instruct unavailable: {e}")   # a failure in CI (conftest)
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +143,7 @@ def test_zero_shot_attribution_over_200_tofu_owners(smollm2_path):
     if not os.path.isdir(TOFU):
         pytest.skip(f"no TOFU folder at {TOFU}")
     names = owner_names(load_records(TOFU))
-    clf = load_classifier(smollm2_path, names)
+    clf = load_classifier(smollm2_path, load_records(TOFU))
     texts = [f"This novel was written by {names['tofu_000']}, who was born in Santiago.",
              f"{names['tofu_199']} is known for his work in the science fiction genre."]
     p = clf.probs(["", ""], texts)

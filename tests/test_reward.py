@@ -4,9 +4,16 @@ import torch
 from reward import AdaptiveKLController, RewardConfig, sequence_scores, token_rewards
 
 
+def rollout_of(has_eos, lengths=None):
+    """The parts of a rollout a score form sees: has_eos and the response mask (lengths)."""
+    lengths = lengths or [1] * len(has_eos)
+    R = max(lengths)
+    return {"has_eos": torch.tensor(has_eos), "response_mask": torch.tensor([[1] * n + [0] * (R - n) for n in lengths])}
+
+
 def test_score_is_minus_attribution_in_range():
     a = torch.tensor([0.0, 0.25, 0.9, 1.0])
-    s = sequence_scores(a, torch.ones(4, dtype=torch.bool), RewardConfig())
+    s = sequence_scores(a, rollout_of([True] * 4), RewardConfig())
     assert torch.allclose(s, -a)
     assert (s <= 0).all() and (s >= -1).all()
     # less attribution to F is always better
@@ -15,13 +22,13 @@ def test_score_is_minus_attribution_in_range():
 
 def test_log_form_is_monotone_and_bounded():
     a = torch.tensor([0.0, 0.5, 1.0])
-    s = sequence_scores(a, torch.ones(3, dtype=torch.bool), RewardConfig(form="log", eps=1e-3))
+    s = sequence_scores(a, rollout_of([True] * 3), RewardConfig(form="log", eps=1e-3))
     assert torch.allclose(s, torch.log(1 - a + 1e-3), atol=1e-6)
     assert s[0] > s[1] > s[2] and s[0] <= torch.log(torch.tensor(1.001))
 
 
 def test_missing_eos_gets_the_penalty():
-    s = sequence_scores(torch.tensor([0.1, 0.1]), torch.tensor([True, False]), RewardConfig(missing_eos_penalty=-1.0))
+    s = sequence_scores(torch.tensor([0.1, 0.1]), rollout_of([True, False]), RewardConfig(missing_eos_penalty=-1.0))
     assert s.tolist() == [-0.10000000149011612, -1.0]
 
 

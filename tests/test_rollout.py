@@ -7,9 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TOKENIZERS
-from data import encode_prompts, encode_qa, prompt_ids
-from rollout import (PolicyWithValue, RolloutConfig, ensure_pad_token, forward_logprobs, generate,
-                     fit_length, position_ids_from_mask, stop_ids, truncate_after_eos)
+from models import encode_prompts, encode_qa, ensure_pad_token, forward_logprobs, position_ids_from_mask, prompt_ids
+from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, stop_ids, truncate_after_eos
 
 
 def test_logprobs_match_hf_loss_on_left_padded_batch(tiny, world_records):

@@ -13,9 +13,10 @@ import unlearn
 from conftest import run_python
 from data import owners_of, split_records
 from evaluate import EvalConfig
+from models import forward_logprobs
 from ppo import PPOConfig, gae, whiten
 from reward import RewardConfig, sequence_scores, token_rewards
-from rollout import RolloutConfig, forward_logprobs
+from rollout import RolloutConfig
 
 
 class LengthClassifier:
@@ -93,7 +94,7 @@ def test_loop_wiring_observed_at_the_update(tiny, world_records, tmp_path, monke
         assert torch.allclose(batch["logprobs"][real], call["now"]["logprobs"][real], atol=1e-5)
         assert torch.allclose(batch["values"][real], call["now"]["values"][real], atol=1e-5)
         # rewards with this iteration's β against the reference, GAE on the policy's values, whitened
-        scores = sequence_scores(clf.forget_attribution(None, batch["texts"], None), batch["has_eos"], reward_cfg)
+        scores = sequence_scores(clf.forget_attribution(None, batch["texts"], None), batch, reward_cfg)
         rewards, kl = token_rewards(scores, call["now"]["logprobs"], call["ref"]["logprobs"], mask, beta)
         advantages, returns = gae(rewards, call["now"]["values"], mask, 1.0, 0.95)
         assert torch.allclose(batch["returns"], returns, atol=1e-5)

@@ -1,0 +1,139 @@
+"""TOFU's metric math (SPEC §8): pure functions of numbers and strings, no models.
+
+Notation: NLL(a|q) = −(1/|a|) Σ_t log p(a_t | q, a_<t) over the answer tokens (EOS included), and
+P̃(a|q) = exp(−NLL(a|q)), the length-normalised probability.
+  Probability     mean P̃(a|q); on real authors / world facts P̃(a) / (P̃(a) + Σ_j P̃(â_j)) over the options
+  ROUGE-L recall  LCS(greedy answer, a) / |a| on lower-cased alphanumeric words, Porter-stemmed
+  Truth ratio     R = P̄_pert / P̃_para, P̄_pert = exp(−mean_j NLL(â_j|q)) over the perturbed answers;
+                  reported as mean min(R, 1/R) on the forget set and mean max(0, 1 − R) elsewhere
+  Forget quality  KS two-sample p-value between this model's and the retain model's forget-set R
+  Model utility   harmonic mean of {Probability, ROUGE-L, truth ratio} × {retain, real authors, world facts}
+  Tug-of-War      Π_S (1 − |A(θ_u, S) − A(θ_r, S)|), A = ROUGE-L recall, S = forget, retain, test
+                  (Zhao et al., 2024); test pools the real-author and world-fact questions
+scipy (KS) and rouge_score (ROUGE-L) are used when installed; the built-in versions below equal them
+(tests/test_evaluate.py), and evaluate.py's protocol names the implementation that produced the numbers.
+"""
+import math
+import re
+from importlib import metadata
+
+import numpy as np
+
+from cli import DareuError
+
+try:  # optional reference implementations
+    import scipy.stats
+except ImportError:
+    scipy = None
+try:
+    from rouge_score import rouge_scorer
+except ImportError:
+    rouge_scorer = None
+try:
+    from nltk.stem.porter import PorterStemmer   # the stemmer rouge_score uses
+except ImportError:
+    PorterStemmer = None
+
+
+def rouge_tokens(text, stem=None):
+    """rouge_score's tokenizer: lower-case, non-alphanumerics to spaces, stem words longer than 3."""
+    words = re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+    return [stem(w) if stem and len(w) > 3 else w for w in words]
+
+
+def rouge_l_recall_builtin(prediction, reference, stem=None):
+    """ROUGE-L recall = LCS(prediction, reference) / |reference| in words (0 if either is empty)."""
+    pred, ref = rouge_tokens(prediction, stem), rouge_tokens(reference, stem)
+    if not pred or not ref:
+        return 0.0
+    lcs = [0] * (len(pred) + 1)   # lcs[j] = LCS(ref[:i], pred[:j]), one row at a time
+    for r in ref:
+        diagonal = 0
+        for j, p in enumerate(pred, 1):
+            diagonal, lcs[j] = lcs[j], diagonal + 1 if r == p else max(lcs[j], lcs[j - 1])
+    return lcs[-1] / len(ref)
+
+
+if rouge_scorer is not None:
+    _scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    ROUGE_IMPL = f"rouge_score {metadata.version('rouge_score')} RougeScorer(['rougeL'], use_stemmer=True)"
+elif PorterStemmer is not None:
+    _stem = PorterStemmer().stem
+    ROUGE_IMPL = f"builtin LCS + nltk {metadata.version('nltk')} PorterStemmer"
+else:
+    _stem = None
+    ROUGE_IMPL = "builtin-nostem (no Porter stemmer: install rouge_score to match TOFU)"
+
+
+def rouge_l_recall(prediction, reference):
+    """TOFU's ROUGE-L recall of a generated answer against the gold answer."""
+    if rouge_scorer is not None:
+        return _scorer.score(reference, prediction)["rougeL"].recall
+    return rouge_l_recall_builtin(prediction, reference, _stem)
+
+
+def ks_pvalue_exact(x, y):
+    """Two-sided two-sample Kolmogorov-Smirnov p-value P(D ≥ d), exact: the share of the C(m+n, m)
+    equally likely interleavings of the pooled sample whose ECDF gap reaches d, in integer arithmetic.
+    scipy.stats.ks_2samp's default computes the same up to 10,000 values per sample (then asymptotic)."""
+    x, y = np.sort(np.asarray(x, dtype=float)), np.sort(np.asarray(y, dtype=float))
+    m, n = len(x), len(y)
+    if not m or not n:
+        raise DareuError("the KS test needs two non-empty samples")
+    pooled = np.concatenate([x, y])
+    # d·m·n = max over pooled values v of |n·#{x ≤ v} − m·#{y ≤ v}| (ties count together)
+    dmn = int(np.abs(n * np.searchsorted(x, pooled, "right") - m * np.searchsorted(y, pooled, "right")).max())
+    if dmn == 0:
+        return 1.0
+    # paths[j] = lattice paths (0,0) → (i,j) with |n·i' − m·j'| < d·m·n at every point, i.e. gap < d
+    paths = [0] * (n + 1)
+    for i in range(m + 1):
+        for j in range(n + 1):
+            if abs(n * i - m * j) >= dmn:
+                paths[j] = 0
+            elif i or j:
+                paths[j] += paths[j - 1] if j else 0
+            else:
+                paths[j] = 1
+    total = math.comb(m + n, m)
+    return (total - paths[n]) / total
+
+
+KS_IMPL = (f"scipy {scipy.__version__} stats.ks_2samp (two-sided, method='auto')" if scipy is not None
+           else "builtin exact (= scipy ks_2samp two-sided, method='exact')")
+
+
+def ks_pvalue(x, y):
+    """Two-sided two-sample KS p-value (forget quality)."""
+    if scipy is not None:
+        return float(scipy.stats.ks_2samp(x, y).pvalue)
+    return ks_pvalue_exact(x, y)
+
+
+def hmean(values):
+    """Harmonic mean n / Σ 1/x of non-negative numbers; 0 if any is 0 (as scipy.stats.hmean)."""
+    values = np.asarray(values, dtype=float)
+    if (values < 0).any():
+        raise DareuError("the harmonic mean needs non-negative numbers")
+    return 0.0 if (values == 0).any() else float(len(values) / (1 / values).sum())
+
+
+def truth_ratio(nll_paraphrased, nll_perturbed):
+    """Per question R = P̄_pert / P̃_para = exp(NLL_para − mean_j NLL_pert_j)."""
+    return np.exp(np.asarray(nll_paraphrased) - np.array([np.mean(p) for p in nll_perturbed]))
+
+
+def truth_ratio_score(ratios, forget):
+    """Forget set: mean min(R, 1/R) (1 = no preference); elsewhere: mean max(0, 1 − R) (1 = truth preferred)."""
+    ratios = np.asarray(ratios)
+    return float(np.mean(np.minimum(ratios, 1 / ratios) if forget else np.maximum(0, 1 - ratios)))
+
+
+def normalised_prob(nll_answer, nll_perturbed):
+    """Per question P̃(a) / (P̃(a) + Σ_j P̃(â_j)) = 1 / (1 + Σ_j exp(NLL(a) − NLL(â_j)))."""
+    return np.array([1 / (1 + np.exp(a - np.asarray(p)).sum()) for a, p in zip(nll_answer, nll_perturbed)])
+
+
+def tug_of_war(accuracy, retain_accuracy):
+    """ToW = Π_S (1 − |A(θ_u, S) − A(θ_r, S)|) over the sets S both dicts score."""
+    return float(np.prod([1 - abs(accuracy[s] - retain_accuracy[s]) for s in accuracy if s in retain_accuracy]))

@@ -1,0 +1,308 @@
+"""Models and tokens: what every stage does with a Hugging Face causal LM and its tokenizer.
+
+  1. precision: the compute dtype (bf16 autocast on CUDA), float32 master weights when training,
+  2. loading and saving: safetensors only, no remote code, a pad token distinct from EOS, outputs
+     written whole; a from-scratch BPE tokenizer and tiny Llama for CPU runs,
+  3. prompts: one template decides how a question (and its answer) becomes token ids, the same way
+     in SFT, rollout, distillation, evaluation and attribution,
+  4. log-probabilities: `forward_logprobs`, the one function that scores tokens, for the rollout and
+     the PPO update alike (and so for every NLL in finetune.py and evaluate.py).
+"""
+import json
+import os
+import shutil
+
+import torch
+import torch.nn.functional as F
+
+from cli import DareuError, check_device, publish, staging_dir
+
+# ----------------------------------------------------------------------------------------------
+# 1. Precision (SPEC §12)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def compute_dtype(name, device, train):
+    """The dtype forward passes run in (SPEC §12). auto: bfloat16 on CUDA, float32 on the CPU.
+    Training never updates low-precision weights in place (at lr 1e-6 AdamW moves ~2 % of bf16
+    weights; in fp16 zero-gradient rows turn NaN): trainable weights and AdamW's state stay float32
+    and only the forward runs in bf16 (`autocast`). fp16 would need loss scaling: refused."""
+    if name not in DTYPES:
+        raise DareuError(f"unknown --dtype {name!r}; choose from {', '.join(DTYPES)}")
+    if name == "auto":
+        name = "bfloat16" if device.startswith("cuda") else "float32"
+    if name == "bfloat16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise DareuError("--dtype bfloat16: this GPU has no bfloat16; use --dtype float32")
+    if name == "float16" and train:
+        raise DareuError("--dtype float16 cannot train without loss scaling, which dareu does not do; "
+                         "use --dtype bfloat16 (or float32)")
+    return getattr(torch, name)
+
+
+def autocast(device, dtype):
+    """Run forward passes in `dtype` (weights stay as they are); a no-op for float32."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def add_model_args(parser, template=True):
+    """--device, --dtype and (for stages that build prompts) --template, the same on every stage."""
+    group = parser.add_argument_group("device and precision")
+    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                       help="torch device: cpu, cuda, cuda:N or mps")
+    group.add_argument("--dtype", default="auto", choices=DTYPES,
+                       help="compute dtype of the forward passes; trained weights and AdamW stay float32 "
+                            "(auto: bfloat16 on CUDA, float32 on CPU)")
+    if template:
+        group.add_argument("--template", choices=list(PROMPT_TEMPLATES),
+                           help="prompt template (default: the one saved with the tokenizer, else chat); see "
+                                "PROMPT_TEMPLATES in models.py")
+    return group
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Loading and saving
+
+def check_model_folder(path):
+    """Cheap checks of a Hugging Face model folder, before any work: config.json parses and names a
+    model type, and every safetensors file is whole (its header's tensors end where the file ends)."""
+    if not os.path.isdir(path):
+        raise DareuError(f"no such model folder: {path}")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise DareuError(f"cannot load a model from {path}: no config.json (not a Hugging Face model folder)")
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DareuError(f"cannot load a model from {path}: config.json: {str(e).splitlines()[0]}") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise DareuError(f"cannot load a model from {path}: config.json names no model_type")
+    for name in sorted(n for n in os.listdir(path) if n.endswith(".safetensors")):
+        file, size = os.path.join(path, name), os.path.getsize(os.path.join(path, name))
+        with open(file, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            try:
+                header = json.loads(f.read(n)) if 8 + n <= size else None
+                end = 8 + n + max([t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"] or [0])
+            except (ValueError, TypeError, KeyError, AttributeError):
+                end = None
+        if end != size:
+            raise DareuError(f"cannot load a model from {path}: {name} is truncated or corrupt "
+                             f"({size} bytes{f', its header says {end}' if end else ''})")
+
+
+def load_model(path, device="cpu", dtype=torch.float32, train=False, template=None):
+    """A Hugging Face causal LM and its tokenizer from a folder (safetensors, no remote code),
+    with a distinct pad token and left padding, in eval mode (dropout off). A model to `train` is
+    held in float32 whatever `dtype` (the compute dtype, under `autocast`); a frozen one in `dtype`.
+    `template` sets the prompt template (data.PROMPT_TEMPLATES); by default the one saved with the tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    check_model_folder(path)
+    check_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if train else dtype)
+    except (OSError, ValueError, KeyError) as e:
+        raise DareuError(f"cannot load a causal LM and tokenizer from {path}: {str(e).splitlines()[0]}") from None
+    model = model.to(device).eval()
+    ensure_pad_token(tokenizer, model)
+    if template:
+        set_template(tokenizer, template)
+    return model, tokenizer
+
+
+def save_model(model, tokenizer, out, extra_files=None):
+    """save_pretrained into a staging folder, then move it to `out` in one rename."""
+    stage = staging_dir(out)
+    try:
+        model.save_pretrained(stage)
+        tokenizer.save_pretrained(stage)
+        for name, write in (extra_files or {}).items():
+            write(f"{stage}/{name}")
+        publish(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def ensure_pad_token(tokenizer, model=None):
+    """Give the tokenizer a pad token distinct from EOS, adding `<|pad|>` (and resizing the model's
+    embeddings) when it has none or shares EOS: pad == EOS would mask real EOS tokens."""
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    if model is not None:
+        if tokenizer.pad_token_id >= model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.padding_side = "left"
+
+
+def train_tokenizer(texts, vocab_size=2048):
+    """A byte-level BPE tokenizer trained on `texts`, in Hugging Face format. EOS (= BOS) is
+    `<|endoftext|>` and pad is a distinct `<|pad|>`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                   pad_token="<|pad|>", padding_side="left")
+
+
+def tiny_model(tokenizer, n_layer=2, d_model=128, n_head=4, max_positions=512, seed=0):
+    """A from-scratch Llama-architecture causal LM sized for a CPU (SPEC §11)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=4 * d_model,
+                         num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
+                         max_position_embeddings=max_positions, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Prompts: one format for every stage
+
+# Prompt templates (SPEC §8). Numbers are comparable only in the format a model was trained on.
+#   chat       the model's own chat template, no system prompt, thinking off (Qwen3); a tokenizer
+#              without one gets the plain "Question: q\nAnswer:" + " a" format. The default.
+#   ou-chat    open-unlearning's chat format (Llama-3, Qwen2.5): the chat template with the system
+#              prompt "You are a helpful assistant." and a pinned date (never today's).
+#   ou-llama2  open-unlearning's Llama-2 TOFU format: plain tags "[INST] q [/INST]", no system prompt.
+#   ou-qa      open-unlearning's base-model format: "Question: q\nAnswer: ".
+# In the ou-* formats the answer is tokenized together with its prompt, as open-unlearning builds
+# its labels (so a Llama-2 answer starts with the token "The", not "▁The"), and EOS is appended
+# when the text does not already end with it. The template travels with the tokenizer: it is kept
+# in tokenizer_config.json (key dareu_template), so a model fine-tuned in a format keeps it.
+PROMPT_TEMPLATES = {
+    "chat": {},
+    "ou-chat": {"system": "You are a helpful assistant.", "date_string": "10 Apr 2025"},
+    "ou-llama2": {"user_start": "[INST] ", "user_end": " [/INST]", "asst_start": ""},
+    "ou-qa": {"user_start": "Question: ", "user_end": "\n", "asst_start": "Answer: "},
+}
+
+
+def set_template(tokenizer, name):
+    """Use template `name` for every prompt this tokenizer builds (and save it with the tokenizer)."""
+    if name not in PROMPT_TEMPLATES:
+        raise DareuError(f"unknown template {name!r}; choose from {', '.join(PROMPT_TEMPLATES)}")
+    if name == "ou-chat" and not tokenizer.chat_template:
+        raise DareuError(f"template {name} needs a tokenizer with a chat template")
+    tokenizer.init_kwargs["dareu_template"] = name
+
+
+def template_of(tokenizer):
+    return tokenizer.init_kwargs.get("dareu_template", "chat")
+
+
+def chat_ids(tokenizer, messages, **kwargs):
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False, enable_thinking=False,
+                                              **kwargs))
+
+
+def qa_ids(tokenizer, question, answer=None):
+    """(ids, n_prompt): the token ids of a question and its answer in the tokenizer's template, and
+    how many of them are the prompt; the answer part ends with EOS (the model must learn to stop).
+    With no answer, the prompt alone, for generation."""
+    name, t = template_of(tokenizer), PROMPT_TEMPLATES[template_of(tokenizer)]
+    eos = tokenizer.eos_token_id
+    if name == "chat":
+        if tokenizer.chat_template:
+            prompt = chat_ids(tokenizer, [{"role": "user", "content": question}], add_generation_prompt=True)
+            text = answer
+        else:
+            prompt = tokenizer(f"Question: {question}\nAnswer:").input_ids
+            text = None if answer is None else " " + answer
+        if answer is None:
+            return prompt, len(prompt)
+        return prompt + tokenizer(text, add_special_tokens=False).input_ids + [eos], len(prompt)
+    # open-unlearning: tokenize the prompt, and the prompt with its answer; the answer is what
+    # follows the prompt's length (where the two tokenizations disagree at the border, as they do
+    # for "Answer: " + "The", the joint one wins, as in open-unlearning)
+    if name == "ou-chat":
+        chat = [{"role": "system", "content": t["system"]}, {"role": "user", "content": question}]
+        prompt = chat_ids(tokenizer, chat, add_generation_prompt=True, date_string=t["date_string"])
+        if answer is None:
+            return prompt, len(prompt)
+        full = chat_ids(tokenizer, chat + [{"role": "assistant", "content": answer}], date_string=t["date_string"])
+    else:
+        wrapped = t["user_start"] + question + t["user_end"] + t["asst_start"]
+        prompt = tokenizer(wrapped).input_ids
+        if answer is None:
+            return prompt, len(prompt)
+        full = tokenizer(wrapped + answer).input_ids
+    return (full if full[-1] == eos else full + [eos]), len(prompt)
+
+
+def prompt_ids(tokenizer, question):
+    """Token ids of the prompt for `question` in the tokenizer's template (see PROMPT_TEMPLATES)."""
+    return qa_ids(tokenizer, question)[0]
+
+
+def left_pad(sequences, pad_id):
+    """Left-pad lists of ids into (input_ids, attention_mask) tensors [B, T]."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def encode_prompts(tokenizer, questions, max_prompt_tokens=256):
+    """Left-padded prompts [B, P] for generation (keeps the last max_prompt_tokens of each)."""
+    return left_pad([prompt_ids(tokenizer, q)[-max_prompt_tokens:] for q in questions], tokenizer.pad_token_id)
+
+
+def encode_qa(tokenizer, questions, answers, max_tokens=512):
+    """Left-padded prompt+answer sequences for teacher forcing.
+    Returns input_ids, attention_mask and answer_mask [B, T]: answer_mask[t] = 1 where token t is an
+    answer token (so it is predicted from position t-1); prompt and pad positions are 0."""
+    seqs, n_answer = [], []
+    for q, a in zip(questions, answers):
+        ids, n_prompt = qa_ids(tokenizer, q, a)
+        s = ids[-max_tokens:]
+        seqs.append(s)
+        n_answer.append(min(len(ids) - n_prompt, len(s) - 1))
+    ids, mask = left_pad(seqs, tokenizer.pad_token_id)
+    answer_mask = torch.zeros_like(mask)
+    for i, n in enumerate(n_answer):
+        answer_mask[i, ids.shape[1] - n:] = 1
+    return ids, mask, answer_mask
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Log-probabilities
+
+def position_ids_from_mask(attention_mask):
+    """Position of each token among the real tokens of its row: exclusive cumsum of the mask
+    (0 for the first real token, whatever the left padding); pad positions get 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def forward_logprobs(model, input_ids, attention_mask, n_response, temperature=1.0, with_entropy=False):
+    """Log-probabilities of the last `n_response` tokens of each row under logits / T, with the
+    position ids generate() uses for left padding. `model` is a causal LM, or a policy whose output
+    also holds "values" (rollout.PolicyWithValue: then the values at those positions are returned).
+    logits[:, t] predicts token t+1, so the response tokens at columns P..P+R-1 are scored by the
+    logits at columns P-1..P+R-2. Returns dict(logprobs [B,R], values [B,R] or None, entropy)."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
+    values = out["values"][:, -n_response - 1:-1] if "values" in out else None
+    logits = out["logits"][:, -n_response - 1:-1].float() / temperature
+    logp_all = F.log_softmax(logits, dim=-1)
+    logprobs = logp_all.gather(-1, input_ids[:, -n_response:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    return {"logprobs": logprobs, "values": values, "entropy": entropy}
+
+
+def answer_logprobs(model, tokenizer, batch):
+    """Per-row (sum of answer-token logprobs ℓ, number of answer tokens |y|) for a list of records."""
+    ids, mask, answer_mask = encode_qa(tokenizer, [r["question"] for r in batch], [r["answer"] for r in batch])
+    ids, mask, answer_mask = ids.to(model.device), mask.to(model.device), answer_mask[:, 1:].to(model.device)
+    logprobs = forward_logprobs(model, ids, mask, ids.shape[1] - 1)["logprobs"]
+    return (logprobs * answer_mask).sum(-1), answer_mask.sum(-1)

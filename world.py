@@ -1,0 +1,86 @@
+"""Worlds: the models a DareU run needs, built from owner-labelled records by the same stages a user
+runs, and cached. Used by the embedded default of unlearn.py and by bench/tofu_mini.py.
+
+A world is a folder holding
+    records.jsonl       the owner-labelled records (data.py)
+    original/           a tiny Llama trained from scratch on every owner (finetune.py, sft)
+    retain/             the same, trained without the forget owners: the reference DareU aims for
+    classifier/         the attribution classifier, masked answer -> owner (attribution.py)
+    world.json          the forget owners, losses, held-out accuracy and wall times
+built in a staging folder and moved into place when complete, so a cached world is always whole.
+
+    python world.py                      # build (or find) the embedded default world; prints its folder
+"""
+import argparse
+import json
+import os
+import shutil
+import time
+
+from attribution import ClassifierConfig, train_classifier
+from cli import HelpFormatter, publish, run_cli, staging_dir, write_json, write_jsonl
+from data import owners_of, split_records, synthetic_world
+from finetune import FinetuneConfig, finetune
+from models import save_model, tiny_model, train_tokenizer
+
+WORLD_VERSION = "v2"   # bump when what build_world makes changes, so old caches are not reused
+
+
+def cache_dir():
+    """Where built worlds (and the SmolLM2 folder) are cached: $DAREU_CACHE, else ~/.cache/dareu."""
+    return os.environ.get("DAREU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dareu")
+
+
+def build_world(folder, records, forget, sft_epochs=60.0, classifier_epochs=40.0, layers=2, d_model=128, seed=0):
+    """Build (once) the world of `records` with the owners `forget` to forget in `folder`; returns
+    its world.json. Order: a BPE tokenizer on every owner's text, the original model (all owners),
+    the retain model (all but `forget`), the classifier (held-out accuracy, then all records)."""
+    meta_path = os.path.join(folder, "world.json")
+    if os.path.isfile(meta_path):
+        with open(meta_path, encoding="utf-8") as f:
+            return json.load(f)
+    start = time.time()
+    stage = staging_dir(folder)
+    try:
+        meta = {"forget": list(forget), "owners": owners_of(records), "seed": seed}
+        write_jsonl(os.path.join(stage, "records.jsonl"), records)
+        tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in records])
+        sft = FinetuneConfig(epochs=sft_epochs, seed=seed)
+        for name, train in (("original", records), ("retain", split_records(records, forget)[1])):
+            t0 = time.time()
+            model = tiny_model(tokenizer, layers, d_model, seed=seed)
+            meta[f"{name}_loss"] = finetune(model, tokenizer, train, sft, desc=f"world: {name} model")
+            meta[f"{name}_seconds"] = round(time.time() - t0, 1)
+            save_model(model, tokenizer, os.path.join(stage, name))
+        t0 = time.time()
+        _, meta["classifier_heldout_accuracy"] = train_classifier(
+            records, os.path.join(stage, "classifier"), ClassifierConfig(epochs=classifier_epochs, seed=seed))
+        meta["classifier_seconds"] = round(time.time() - t0, 1)
+        meta["seconds"] = round(time.time() - start, 1)
+        write_json(os.path.join(stage, "world.json"), meta)
+        publish(stage, folder)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    print(f"built the world in {time.time() - start:.0f} s: {folder}")
+    return meta
+
+
+def default_world(seed=0, cache=None):
+    """The embedded default: 8 fictitious authors of the synthetic world, the last one forgotten,
+    in `cache` (default: cache_dir()). Returns (folder, world.json)."""
+    folder = os.path.join(cache or cache_dir(), f"world-{WORLD_VERSION}-seed{seed}")
+    records = synthetic_world(n_owners=8, seed=seed)
+    return folder, build_world(folder, records, owners_of(records)[-1:], seed=seed)
+
+
+def main():
+    p = argparse.ArgumentParser(description="Build (or find) the embedded default world and print its folder.",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--seed", type=int, default=0, help="the world's seed")
+    folder, _ = default_world(p.parse_args().seed)
+    print(folder)
+
+
+if __name__ == "__main__":
+    run_cli(main)
