@@ -89,6 +89,10 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     ("unlearn", ["--save-every", "-1"], "--save-every must be >= 0"),
     ("unlearn", ["--keep", "0"], "--keep must be >= 1"),
     ("unlearn", ["--eval-max-new-tokens", "0"], "--eval-max-new-tokens must be >= 1"),
+    ("unlearn", ["--eval-batch-size", "0"], "--eval-batch-size must be >= 1"),
+    ("unlearn", ["--form", "bogus"], "--form 'bogus': choose from neg, log"),
+    ("unlearn", ["--advantage", "bogus"], "--advantage 'bogus': choose from gae, group"),
+    ("unlearn", ["--advantage", "group", "--samples-per-prompt", "1"], "--samples-per-prompt 2 or more"),
     ("unlearn", ["--eval-every", "-1"], "--eval-every must be >= 0"),
     ("unlearn", ["--forget", "{all}"], "every owner"),
     ("unlearn", ["--classifier", "{stranger}"], "does not know the forget owner(s)"),
@@ -156,7 +160,14 @@ def inputs(default_world, tmp_path_factory):
 
 @pytest.mark.parametrize("stage,args,fragment", CATALOGUE,
                          ids=[f"{s}:{' '.join(a)}" for s, a, _ in CATALOGUE])
-def test_bad_input_is_answered_in_one_line(inputs, tmp_path, capsys, stage, args, fragment):
+def test_bad_input_is_answered_in_one_line(inputs, tmp_path, capsys, monkeypatch, stage, args, fragment):
+    """One line on stderr, a non-zero exit, nothing written, inputs untouched, and no model loaded:
+    every input is checked before any work starts."""
+    from transformers import AutoModelForCausalLM
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded before the bad input was refused")
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_loading)
     paths = {**inputs, "out": str(tmp_path / "out")}
     argv = [a.format(**paths) for a in BASE[stage] + args]
     before = {p: tree_hash(p) for p in (inputs["world"], inputs["root"])}

@@ -10,7 +10,7 @@ from torch.distributions import Categorical, kl_divergence
 
 from finetune import Batches
 from models import encode_qa, forward_logprobs
-from ppo import PPOConfig, gae, ppo_losses, ppo_update, retain_distillation, whiten
+from ppo import ADVANTAGES, PPOConfig, gae, group_advantages, ppo_losses, ppo_update, retain_distillation, whiten
 from reward import token_rewards
 from rollout import PolicyWithValue, RolloutConfig, generate
 
@@ -59,6 +59,40 @@ def test_whiten_masked():
     assert abs(real.mean().item()) < 1e-6
     assert abs(real.pow(2).mean().item() - 1) < 1e-4
     assert (w[mask == 0] == 0).all()
+
+
+def test_group_advantages_by_hand():
+    """Two prompts, samples 0, 2, 3 answer prompt 0 and sample 1 answers prompt 1 twice over (1, 4):
+    returns G = Σ_t r_t; A = (G − group mean) / (group std, Bessel) on every real token."""
+    rewards = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [-1.0, 0.0, 9.0], [2.0, 1.0, 0.0], [3.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    prompt_index = torch.tensor([0, 1, 0, 0, 1])
+    adv, returns = group_advantages(rewards, None, mask, prompt_index, PPOConfig(advantage="group"))
+    # group 0: G = 1, −1 (the 9 is padding), 3: mean 1, std √((0 + 4 + 4) / 2) = 2 -> A = 0, −1, 1
+    # group 1: G = 1, 3: mean 2, std √((1 + 1) / 1) = √2 -> A = −1/√2, 1/√2
+    r2 = 2 ** -0.5
+    expected = torch.tensor([[0.0, 0.0, 0.0], [-r2, 0.0, 0.0], [-1.0, -1.0, 0.0], [1.0, 1.0, 1.0], [r2, 0.0, 0.0]])
+    assert returns is None and torch.allclose(adv, expected, atol=1e-6)
+
+
+def test_group_advantages_vectorised_equal_a_loop_over_groups():
+    g = torch.Generator().manual_seed(1)
+    B, R = 12, 5
+    mask = (torch.arange(R)[None] < torch.randint(1, R + 1, (B,), generator=g)[:, None]).float()
+    rewards = torch.randn(B, R, generator=g)
+    prompt_index = torch.arange(4).repeat(3)
+    adv, _ = ADVANTAGES["group"](rewards, None, mask, prompt_index, PPOConfig())
+    for i in range(B):
+        group = torch.tensor([(rewards[j] * mask[j]).sum() for j in range(B) if prompt_index[j] == prompt_index[i]])
+        a = ((rewards[i] * mask[i]).sum() - group.mean()) / (group.std() + 1e-8)
+        assert torch.allclose(adv[i], a * mask[i], atol=1e-5)
+
+
+def test_no_value_loss_without_returns():
+    logprobs, values, old, old_values, returns = hand_minibatch()
+    pg_loss, vf_loss, _ = ppo_losses(logprobs, values, old, old_values, ADV, None, MASK, PPOConfig())
+    full_pg, _, _ = ppo_losses(logprobs, values, old, old_values, ADV, returns, MASK, PPOConfig())
+    assert vf_loss.item() == 0 and pg_loss.item() == full_pg.item()
 
 
 def make_rollout(model, tok, records, temperature=1.0):

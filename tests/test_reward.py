@@ -1,6 +1,8 @@
 """reward.py: sign and range of the score, the missing-EOS penalty, per-token KL rewards."""
+import pytest
 import torch
 
+import reward
 from reward import AdaptiveKLController, RewardConfig, sequence_scores, token_rewards
 
 
@@ -55,3 +57,14 @@ def test_adaptive_kl_moves_toward_target():
     fixed = AdaptiveKLController(RewardConfig(kl_coef=0.1))
     fixed.update(5.0, 10)
     assert fixed.value == 0.1
+
+
+def test_a_new_score_form_is_one_entry_of_scores(monkeypatch):
+    """The seam for reward hacks: a function added to SCORES is a valid --form, sees the response
+    lengths, and the missing-EOS rule still applies to it."""
+    with pytest.raises(Exception, match="choose from neg, log"):
+        RewardConfig(form="length")
+    monkeypatch.setitem(reward.SCORES, "length", lambda a, roll, cfg: -a - 0.1 * roll["response_mask"].sum(-1))
+    s = sequence_scores(torch.tensor([0.5, 0.5, 0.5]), rollout_of([True, True, False], [1, 3, 2]),
+                        RewardConfig(form="length"))
+    assert torch.allclose(s, torch.tensor([-0.6, -0.8, -1.0]))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from conftest import TOKENIZERS
 from models import encode_prompts, encode_qa, ensure_pad_token, forward_logprobs, position_ids_from_mask, prompt_ids
-from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, stop_ids, truncate_after_eos
+from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout, stop_ids, truncate_after_eos
 
 
 def test_logprobs_match_hf_loss_on_left_padded_batch(tiny, world_records):
@@ -178,3 +178,16 @@ def test_rollout_ignores_the_checkpoints_sampling_settings(tiny, world_records, 
     real = out["response_mask"].bool()
     assert real.sum() >= 8 and torch.allclose(ours[real], sampled[real], atol=1e-4)
     assert model.generation_config.repetition_penalty == 1.5   # the checkpoint's config is left as it was
+
+
+def test_rollout_records_which_prompt_each_sample_answers(tiny, world_records):
+    model, tok = tiny
+    questions = [r["question"] for r in world_records[:3]]
+    torch.manual_seed(0)
+    roll = rollout(model, tok, questions, 2, RolloutConfig(max_new_tokens=4))
+    assert roll["prompt_index"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert roll["prompts"] == [questions[i] for i in roll["prompt_index"]]
+    # and each row's prompt tokens are that question's
+    for row, i in zip(roll["input_ids"], roll["prompt_index"]):
+        ids = prompt_ids(tok, questions[i])
+        assert row[-roll["n_response"] - len(ids):-roll["n_response"]].tolist() == ids

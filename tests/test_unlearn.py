@@ -14,7 +14,7 @@ from conftest import run_python
 from data import owners_of, split_records
 from evaluate import EvalConfig
 from models import forward_logprobs
-from ppo import PPOConfig, gae, whiten
+from ppo import PPOConfig, gae, group_advantages, whiten
 from reward import RewardConfig, sequence_scores, token_rewards
 from rollout import RolloutConfig
 
@@ -29,7 +29,8 @@ class LengthClassifier:
         return torch.tensor([min(1.0, len(r) / 40) if self.constant is None else self.constant for r in responses])
 
 
-def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target_attribution=0.0, **reward):
+def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target_attribution=0.0, advantage="gae",
+             **reward):
     """unlearn() for a few iterations on a copy of the tiny model. Returns (policy model, reference,
     configs, metrics lines, result)."""
     model, tok = tiny
@@ -40,7 +41,7 @@ def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target_att
                                           target_attribution=target_attribution,
                                           eval_every=1 if target_attribution else 0, sample_every=0),
                 rollout_cfg=RolloutConfig(temperature=0.7, max_new_tokens=6), reward_cfg=RewardConfig(**reward),
-                ppo_cfg=PPOConfig(lr=3e-3, epochs=2, minibatch_size=4, retain_batch_size=4),
+                ppo_cfg=PPOConfig(advantage=advantage, lr=3e-3, epochs=2, minibatch_size=4, retain_batch_size=4),
                 eval_cfg=EvalConfig(max_new_tokens=4, batch_size=8))
     result = unlearn.unlearn(model, tok, ref, classifier, forget, retain, owners_of(forget),
                              metrics_path=tmp_path / "m.jsonl", **cfgs)
@@ -118,6 +119,35 @@ def test_loop_wiring_observed_at_the_update(tiny, world_records, tmp_path, monke
     assert all(torch.equal(v, ref_before[k]) for k, v in ref.state_dict().items())
     forget_owner = owners_of(world_records)[0]
     assert retain_owners and forget_owner not in retain_owners
+
+
+def test_group_advantages_switch_off_the_value_head(tiny, world_records, tmp_path, monkeypatch):
+    """--advantage group: the update gets, for each sample, its return normalised among the samples
+    of the same prompt (the rollout's prompt_index), no value targets, and the value head never moves;
+    the first minibatch is still on-policy."""
+    calls, real_update = [], unlearn.ppo_update
+
+    def observed_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, *args):
+        with torch.no_grad():
+            now = forward_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["n_response"], 0.7)
+            ref_now = forward_logprobs(ref_lm, batch["input_ids"], batch["attention_mask"], batch["n_response"], 0.7)
+        calls.append({"batch": dict(batch), "now": now, "ref": ref_now})
+        return real_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, *args)
+
+    monkeypatch.setattr(unlearn, "ppo_update", observed_update)
+    clf = LengthClassifier()
+    model, ref, cfgs, lines, result = run_loop(tiny, world_records, tmp_path, clf, iterations=2, advantage="group",
+                                               kl_coef=0.1)
+    assert result == (2, False)
+    for call, line in zip(calls, lines):
+        batch, mask = call["batch"], call["batch"]["response_mask"]
+        assert batch["returns"] is None and batch["prompt_index"].tolist() == [0, 1, 2, 3] * 2
+        scores = sequence_scores(clf.forget_attribution(None, batch["texts"], None), batch, cfgs["reward_cfg"])
+        rewards, _ = token_rewards(scores, call["now"]["logprobs"], call["ref"]["logprobs"], mask, 0.1)
+        expected, _ = group_advantages(rewards, None, mask, batch["prompt_index"], cfgs["ppo_cfg"])
+        assert torch.allclose(batch["advantages"], expected, atol=1e-4)
+        assert line["first_ratio"] == pytest.approx(1, abs=1e-5) and line["vf_loss"] == 0
+    assert all((p == 0).all() for p in (calls[-1]["now"]["values"],))   # the zero-initialised head never trained
 
 
 @pytest.mark.parametrize("attribution,expected", [(0.1, (1, True)), (0.9, (2, False))])
