@@ -1,4 +1,4 @@
-"""Attribution: a classifier LLM that says which owner a text comes from (SPEC §2).
+"""Attribution: a classifier LLM that says which owner a text comes from (METHOD.md §2).
 
 p_φ(o | y) is read from a causal LM's next-token distribution after a prompt that shows the text y,
 restricted to one label token per owner and renormalised over owners: one forward pass per batch.

@@ -1,4 +1,4 @@
-"""Owner-labelled data: loading records and the forget/retain split (SPEC §1, §9).
+"""Owner-labelled data: loading records and the forget/retain split (METHOD.md §1).
 
 Every stage of dareu reads records {"owner", "question", "answer"}. They come from
   - a JSON array or a JSON Lines file of such records, or

@@ -1,4 +1,4 @@
-"""Evaluation: the TOFU metrics (metrics.py, SPEC §8), Tug-of-War, and attribution, for several models
+"""Evaluation: the TOFU metrics (metrics.py, METHOD.md §8), Tug-of-War, and attribution, for several models
 side by side. Per set: NLL of the gold, paraphrased and perturbed answers (teacher-forced), greedy
 answers, ROUGE-L, and the classifier's a_F of the greedy answers; then, against the retain model,
 Forget Quality, Model Utility and Tug-of-War.

@@ -1,6 +1,6 @@
 """Fine-tuning: build the original and retain models, and run the loss-based unlearning baselines.
 
-One loop, one objective switch (SPEC §7). With answer-token log-likelihoods ℓ(y|x) = Σ_t log π_θ(y_t|x,y<t):
+One loop, one objective switch (METHOD.md §7). With answer-token log-likelihoods ℓ(y|x) = Σ_t log π_θ(y_t|x,y<t):
   sft       NLL(D)                                  fit the data (original model: all owners;
                                                     retain model: all but the forget owners)
   ga        −NLL(D_F)                               gradient ascent on the forget set

@@ -1,4 +1,4 @@
-"""TOFU's metric math (SPEC §8): pure functions of numbers and strings, no models.
+"""TOFU's metric math (METHOD.md §8): pure functions of numbers and strings, no models.
 
 Notation: NLL(a|q) = −(1/|a|) Σ_t log p(a_t | q, a_<t) over the answer tokens (EOS included), and
 P̃(a|q) = exp(−NLL(a|q)), the length-normalised probability.

@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from cli import DareuError, check_device, publish, staging_dir
 
 # ----------------------------------------------------------------------------------------------
-# 1. Precision (SPEC §12)
+# 1. Precision
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def compute_dtype(name, device, train):
-    """The dtype forward passes run in (SPEC §12). auto: bfloat16 on CUDA, float32 on the CPU.
+    """The dtype forward passes run in. auto: bfloat16 on CUDA, float32 on the CPU.
     Training never updates low-precision weights in place (at lr 1e-6 AdamW moves ~2 % of bf16
     weights; in fp16 zero-gradient rows turn NaN): trainable weights and AdamW's state stay float32
     and only the forward runs in bf16 (`autocast`). fp16 would need loss scaling: refused."""
@@ -153,7 +153,7 @@ def train_tokenizer(texts, vocab_size=2048):
 
 
 def tiny_model(tokenizer, n_layer=2, d_model=128, n_head=4, max_positions=512, seed=0):
-    """A from-scratch Llama-architecture causal LM sized for a CPU (SPEC §11)."""
+    """A from-scratch Llama-architecture causal LM sized for a CPU."""
     from transformers import LlamaConfig, LlamaForCausalLM
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=4 * d_model,
                          num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
@@ -167,7 +167,7 @@ def tiny_model(tokenizer, n_layer=2, d_model=128, n_head=4, max_positions=512, s
 # ----------------------------------------------------------------------------------------------
 # 3. Prompts: one format for every stage
 
-# Prompt templates (SPEC §8). Numbers are comparable only in the format a model was trained on.
+# Prompt templates. Numbers are comparable only in the format a model was trained on.
 #   chat       the model's own chat template, no system prompt, thinking off (Qwen3); a tokenizer
 #              without one gets the plain "Question: q\nAnswer:" + " a" format. The default.
 #   ou-chat    open-unlearning's chat format (Llama-3, Qwen2.5): the chat template with the system

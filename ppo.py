@@ -1,4 +1,4 @@
-"""PPO: advantages, the clipped update, and retain-set distillation (SPEC §4–5).
+"""PPO: advantages, the clipped update, and retain-set distillation (METHOD.md §4–5).
 
 Given a rollout (responses sampled from π_old = π_θ, their logprobs, values and per-token rewards):
   5. advantages, one function of ADVANTAGES (--advantage):

@@ -1,4 +1,4 @@
-"""Reward: minus the attribution of a response to the forget owners, plus a KL penalty (SPEC §3).
+"""Reward: minus the attribution of a response to the forget owners, plus a KL penalty (METHOD.md §3).
 
     a_F(y)      = Σ_{o∈F} p_φ(o | mask(y))           the classifier LLM's attribution (attribution.py)
     s(x, y)     = SCORES[form](a_F, y)                 "neg": −a_F(y) ∈ [−1, 0] (default); "log": log(1 − a_F(y) + ε)

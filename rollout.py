@@ -1,4 +1,4 @@
-"""Rollouts: sample responses to prompts, exactly from the distribution PPO then scores (SPEC §4).
+"""Rollouts: sample responses to prompts, exactly from the distribution PPO then scores (METHOD.md §4).
 
 Most PPO bugs come from log-probabilities that differ between rollout and update. Here both come
 from one function, models.forward_logprobs, called with the same

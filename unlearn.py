@@ -1,4 +1,4 @@
-"""DareU: make a model forget data owners by de-attribution (SPEC §1–6).
+"""DareU: make a model forget data owners by de-attribution (METHOD.md §1–6).
 
     python unlearn.py                                   # the embedded default: a synthetic world, CPU
     python unlearn.py --model M --forget forget10 --data ../shared/data/tofu --classifier C \\

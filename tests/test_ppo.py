@@ -271,7 +271,7 @@ def test_k3_approx_kl_is_kl_of_old_to_new():
 
 def test_token_reward_kl_is_kl_of_policy_to_reference():
     """kl_t = log π_θ(y_t) − log π_ref(y_t) on y_t ~ π_θ: its π_θ-weighted sum over every token is
-    KL(π_θ ‖ π_ref), the direction of the penalty (SPEC §3)."""
+    KL(π_θ ‖ π_ref), the direction of the penalty (METHOD.md §3)."""
     g = torch.Generator().manual_seed(0)
     policy, ref = Categorical(logits=2 * torch.randn(6, generator=g)), Categorical(logits=2 * torch.randn(6, generator=g))
     _, kl = token_rewards(torch.zeros(1), policy.logits[None], ref.logits[None], torch.ones(1, 6), kl_coef=0.1)
