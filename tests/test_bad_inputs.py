@@ -90,8 +90,8 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     ("unlearn", ["--keep", "0"], "--keep must be >= 1"),
     ("unlearn", ["--eval-max-new-tokens", "0"], "--eval-max-new-tokens must be >= 1"),
     ("unlearn", ["--eval-batch-size", "0"], "--eval-batch-size must be >= 1"),
-    ("unlearn", ["--form", "bogus"], "--form 'bogus': choose from neg, log"),
-    ("unlearn", ["--advantage", "bogus"], "--advantage 'bogus': choose from gae, group"),
+    ("unlearn", ["--form", "bogus"], "--form 'bogus': choose from neg, log"),   # the forms of reward.SCORES
+    ("unlearn", ["--advantage", "bogus"], "--advantage 'bogus': choose from gae, group"),   # ppo.ADVANTAGES
     ("unlearn", ["--advantage", "group", "--samples-per-prompt", "1"], "--samples-per-prompt 2 or more"),
     ("unlearn", ["--eval-every", "-1"], "--eval-every must be >= 0"),
     ("unlearn", ["--forget", "{all}"], "every owner"),

@@ -62,7 +62,7 @@ def test_adaptive_kl_moves_toward_target():
 def test_a_new_score_form_is_one_entry_of_scores(monkeypatch):
     """The seam for reward hacks: a function added to SCORES is a valid --form, sees the response
     lengths, and the missing-EOS rule still applies to it."""
-    with pytest.raises(Exception, match="choose from neg, log"):
+    with pytest.raises(Exception, match="choose from"):
         RewardConfig(form="length")
     monkeypatch.setitem(reward.SCORES, "length", lambda a, roll, cfg: -a - 0.1 * roll["response_mask"].sum(-1))
     s = sequence_scores(torch.tensor([0.5, 0.5, 0.5]), rollout_of([True, True, False], [1, 3, 2]),
