@@ -180,7 +180,7 @@ MUTATIONS = [
 STAGE_TESTS = {   # stage file -> the test files that import it
     "cli.py": ["tests/test_checkpoints.py", "tests/test_bad_inputs.py"],
     "data.py": ["tests/test_data.py"],
-    "models.py": ["tests/test_data.py", "tests/test_rollout.py", "tests/test_finetune.py", "tests/test_evaluate.py"],
+    "models.py": ["tests/test_models.py", "tests/test_rollout.py", "tests/test_finetune.py", "tests/test_evaluate.py"],
     "finetune.py": ["tests/test_finetune.py", "tests/test_evaluate.py"],
     "attribution.py": ["tests/test_attribution.py"],
     "rollout.py": ["tests/test_rollout.py", "tests/test_ppo.py"],

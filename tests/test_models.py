@@ -1,0 +1,191 @@
+"""models.py: precision (float32 masters under bf16), pad tokens, the prompt templates against
+open-unlearning's construction on real tokenizers, and every log-probability against the Hugging
+Face loss."""
+import os
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from cli import DareuError
+from conftest import TOFU, TOKENIZERS
+from data import read_json_records
+from models import (PROMPT_TEMPLATES, answer_logprobs, compute_dtype, encode_qa, ensure_pad_token, forward_logprobs,
+                    load_model, position_ids_from_mask, prompt_ids, qa_ids, save_model, set_template, template_of)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Precision and loading
+
+
+def test_compute_dtype_and_float32_masters(tmp_path, tiny):
+
+    assert compute_dtype("auto", "cpu", train=True) == torch.float32
+    assert compute_dtype("bfloat16", "cpu", train=True) == torch.bfloat16
+    assert compute_dtype("float16", "cpu", train=False) == torch.float16
+    with pytest.raises(DareuError, match="loss scaling"):
+        compute_dtype("float16", "cpu", train=True)
+    model, tok = tiny
+    save_model(model, tok, str(tmp_path / "m"))
+    trained, _ = load_model(str(tmp_path / "m"), "cpu", torch.bfloat16, train=True)
+    frozen, _ = load_model(str(tmp_path / "m"), "cpu", torch.bfloat16)
+    assert {p.dtype for p in trained.parameters()} == {torch.float32}
+    assert {p.dtype for p in frozen.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("name", ["gpt2", "tinyllama-1.1b-chat-v1.0", "phi-3-mini-4k-instruct"])
+def test_ensure_pad_token_makes_pad_distinct_from_eos(name):
+    path = os.path.join(TOKENIZERS, name)
+    if not os.path.isdir(path):
+        pytest.skip(f"{path} absent")
+    tok = AutoTokenizer.from_pretrained(path)
+    ensure_pad_token(tok)
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert tok.padding_side == "left"
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Prompts
+
+
+def test_encode_qa_marks_exactly_the_answer_tokens(tiny, world_records):
+    _, tok = tiny
+    recs = world_records[:3]
+    ids, mask, answer_mask = encode_qa(tok, [r["question"] for r in recs], [r["answer"] for r in recs])
+    for i, r in enumerate(recs):
+        answer = ids[i][answer_mask[i].bool()].tolist()
+        assert answer[-1] == tok.eos_token_id
+        assert tok.decode(answer[:-1]).strip() == r["answer"]
+        assert (answer_mask[i] <= mask[i]).all()
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-instruct", "tinyllama-1.1b-chat-v1.0"])
+def test_prompts_use_the_chat_template(name):
+    path = os.path.join(TOKENIZERS, name)
+    if not os.path.isdir(path):
+        pytest.skip(f"{path} absent")
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = prompt_ids(tok, "Who wrote it?")
+    expected = tok.apply_chat_template([{"role": "user", "content": "Who wrote it?"}], add_generation_prompt=True,
+                                       tokenize=False)
+    assert tok.decode(ids) == expected
+
+
+def open_unlearning_item(tok, template, question, answer):
+    """open-unlearning's TOFU instance (src/data/utils.py, preprocess_chat_instance), restated:
+    input_ids = the whole conversation tokenized at once, labels = -100 over the prompt's length.
+    One departure, ours: Qwen3's thinking is off (open-unlearning has no Qwen3 configuration)."""
+    t = PROMPT_TEMPLATES[template]
+    if template == "ou-chat":
+        chat = [{"role": "system", "content": t["system"]}, {"role": "user", "content": question},
+                {"role": "assistant", "content": answer}]
+        kwargs = dict(tokenize=True, return_dict=False, date_string=t["date_string"], enable_thinking=False)
+        full = list(tok.apply_chat_template(chat, **kwargs))
+        prompt = list(tok.apply_chat_template(chat[:-1], add_generation_prompt=True, **kwargs))
+    else:
+        wrapped = t["user_start"] + question + t["user_end"] + t["asst_start"]
+        full, prompt = tok(wrapped + answer, add_special_tokens=True).input_ids, tok(wrapped, add_special_tokens=True).input_ids
+    if full[-1] != tok.eos_token_id:
+        full = full + [tok.eos_token_id]
+    return full, [-100] * len(prompt) + full[len(prompt):]
+
+
+@pytest.mark.parametrize("name", ["tinyllama-1.1b-chat-v1.0", "qwen2.5-instruct", "qwen3", "phi-3-mini-4k-instruct", "gpt2"])
+def test_templates_build_open_unlearnings_token_ids(name):
+    """Our teacher-forcing batch (encode_qa) holds exactly open-unlearning's input_ids, with the
+    answer mask on exactly its labelled tokens, for every template, on a TOFU example."""
+
+    path = os.path.join(TOKENIZERS, name)
+    if not os.path.isdir(path):
+        pytest.skip(f"{path} absent")
+    rows = read_json_records(os.path.join(TOFU, "forget01.json"))[:2] if os.path.isdir(TOFU) else \
+        [{"question": "Who is this celebrated LGBTQ+ author?", "answer": "The author is Jaime Vasquez."}] * 2
+    tok = AutoTokenizer.from_pretrained(path)
+    ensure_pad_token(tok)
+    for template in PROMPT_TEMPLATES:
+        if template == "chat" or (template == "ou-chat" and not tok.chat_template):
+            continue
+        set_template(tok, template)
+        ids, mask, answer_mask = encode_qa(tok, [r["question"] for r in rows], [r["answer"] for r in rows])
+        for i, r in enumerate(rows):
+            full, labels = open_unlearning_item(tok, template, r["question"], r["answer"])
+            real = mask[i].bool()
+            assert ids[i][real].tolist() == full
+            assert [t if m else -100 for t, m in zip(full, answer_mask[i][real].tolist())] == labels
+
+
+def test_template_details_that_matter_for_released_checkpoints():
+
+    llama = os.path.join(TOKENIZERS, "tinyllama-1.1b-chat-v1.0")
+    qwen3 = os.path.join(TOKENIZERS, "qwen3")
+    if not (os.path.isdir(llama) and os.path.isdir(qwen3)):
+        pytest.skip("tokenizers absent")
+    tok = AutoTokenizer.from_pretrained(llama)
+    set_template(tok, "ou-llama2")
+    ids, n_prompt = qa_ids(tok, "Who wrote it?", "The author did.")
+    assert tok.decode(ids[:n_prompt]) == "<s> [INST] Who wrote it? [/INST]"
+    assert tok.convert_ids_to_tokens(ids[n_prompt]) == "The"            # not "▁The": tokenized together
+    assert ids[-1] == tok.eos_token_id
+    tok = AutoTokenizer.from_pretrained(qwen3)
+    chat = tok.decode(prompt_ids(tok, "Who wrote it?"))                  # the default: the model's template
+    assert chat.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")   # thinking off
+    set_template(tok, "ou-chat")
+    text = tok.decode(prompt_ids(tok, "Who wrote it?"))
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    with pytest.raises(DareuError, match="unknown template"):
+        set_template(tok, "llama3")
+
+
+def test_the_template_is_saved_with_the_tokenizer(tmp_path):
+
+    tok = AutoTokenizer.from_pretrained(os.path.join(TOKENIZERS, "gpt2")) if os.path.isdir(TOKENIZERS) else None
+    if tok is None:
+        pytest.skip("tokenizers absent")
+    assert template_of(tok) == "chat"
+    set_template(tok, "ou-qa")
+    tok.save_pretrained(tmp_path)
+    assert template_of(AutoTokenizer.from_pretrained(tmp_path)) == "ou-qa"
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Log-probabilities
+
+
+def test_position_ids_are_exclusive_cumsum():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_logprobs_match_hf_loss_on_left_padded_batch(tiny, world_records):
+    model, tok = tiny
+    recs = world_records[:5]
+    ids, mask, answer_mask = encode_qa(tok, [r["question"] for r in recs], [r["answer"] for r in recs])
+    assert (mask[:, 0] == 0).any(), "the batch must really be left-padded"
+    T = ids.shape[1]
+    logprobs = forward_logprobs(model, ids, mask, T - 1)["logprobs"]
+    for i in range(len(recs)):
+        real = mask[i].bool()
+        row, labels = ids[i, real][None], ids[i, real][None].clone()
+        labels[0, ~answer_mask[i, real].bool()] = -100          # HF: loss on answer tokens only
+        hf_loss = model(input_ids=row, labels=labels).loss     # unpadded, HF's own shift and mean
+        ours = -(logprobs[i] * answer_mask[i, 1:]).sum() / answer_mask[i, 1:].sum()
+        assert torch.allclose(ours, hf_loss, atol=1e-5), (i, ours.item(), hf_loss.item())
+
+
+def test_answer_logprobs_equal_the_hf_loss_per_row(tiny, world_records):
+    """The baselines' teacher-forced ℓ(y|x) and |y| on a left-padded batch, against the Hugging Face
+    loss of each row alone (its own shift, answer tokens only) and the answer's token count."""
+    model, tok = tiny
+    records = [world_records[0], {**world_records[1], "answer": "Yes."}, world_records[2]]
+    with torch.no_grad():
+        logp, n = answer_logprobs(model, tok, records)
+    ids, mask, answer_mask = encode_qa(tok, [r["question"] for r in records], [r["answer"] for r in records])
+    assert (mask == 0).any()
+    for i, r in enumerate(records):
+        row = ids[i][mask[i].bool()][None]
+        labels = row.masked_fill(answer_mask[i][mask[i].bool()][None] == 0, -100)
+        full, n_prompt = qa_ids(tok, r["question"], r["answer"])
+        assert n[i].item() == len(full) - n_prompt                         # answer tokens, EOS included
+        with torch.no_grad():
+            hf_mean_nll = model(input_ids=row, labels=labels).loss.item()
+        assert logp[i].item() == pytest.approx(-hf_mean_nll * n[i].item(), rel=1e-5)
