@@ -56,6 +56,7 @@ class LoraLinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, cfg.rank, **where))
         self.enabled = True      # False: the base output, exactly
+        self.train(base.training)    # in the mode of the model it joins (dropout off in eval)
 
     def forward(self, x):
         out = self.base(x)
