@@ -228,6 +228,8 @@ def add_classifier_args(parser, required=False):
     group.add_argument("--classifier", required=required,
                        help="a trained classifier folder (attribution.py), or an instruct model used zero-shot")
     group.add_argument("--owner-names", help="zero-shot: a JSON object owner -> name (default: see owner_names)")
+    group.add_argument("--classifier-device", help="where the classifier runs (default: --device); cpu leaves the "
+                                                   "GPU's memory to the policy")
     return group
 
 
@@ -247,6 +249,15 @@ def load_classifier(path, records, names_file=None, device="cpu", dtype=torch.fl
                          "with a chat template")
     names = owner_names(records, names_file)
     return Classifier(model, tokenizer, list(names), names=names)
+
+
+def classifier_from_args(args, records, forget_owners=()):
+    """load_classifier as the flags say (add_classifier_args, models.add_model_args): on --classifier-device
+    (default --device), in the compute dtype of that device."""
+    device = args.classifier_device or args.device
+    check_device(device)
+    return load_classifier(args.classifier, records, args.owner_names, device,
+                           compute_dtype(args.dtype, device, train=False), forget_owners)
 
 
 def heldout_split(records, fraction, seed):
@@ -347,7 +358,7 @@ def main(argv=None):
     dtype = compute_dtype(args.dtype, args.device, train=not args.classifier)
     records = read_data(args.data)
     if args.classifier:
-        clf = load_classifier(args.classifier, records, args.owner_names, args.device, dtype)
+        clf = classifier_from_args(args, records)
         with autocast(args.device, dtype):
             probs = clf.probs([args.prompt] * len(args.text or []), args.text or [])
         for text, row in zip(args.text or [], probs):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from attribution import add_classifier_args, check_classifier, load_classifier
+from attribution import add_classifier_args, check_classifier, classifier_from_args
 from cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
                  config_from_args, run_cli, write_json)
 from data import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
@@ -292,7 +292,7 @@ def main(argv=None):
     classifier = None
     if args.classifier:
         check_classifier(args.classifier, forget_owners)   # before any model is loaded
-        classifier = load_classifier(args.classifier, records, args.owner_names, args.device, dtype, forget_owners)
+        classifier = classifier_from_args(args, records, forget_owners)
 
     # 2. score each model, one at a time
     models = {}

@@ -19,7 +19,6 @@ config, models.py) or from a given Hugging Face model, and saved with save_pretr
         --forget forget10 --out models/npo
 """
 import argparse
-import copy
 import math
 import random
 import shutil
@@ -33,8 +32,10 @@ from cli import (SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_arg
                  check_fields, check_out_path, checkpointing, checkpoints, config_from_args, load_state, rng_state,
                  run_cli, save_checkpoint, set_rng_state)
 from data import add_data_args, owners_of, read_data, resolve_forget, split_records
-from models import (add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model,
-                    prompt_ids, save_model, set_template, template_of, tiny_model, train_tokenizer)
+from lora import LoraConfig, lora_layers, lora_state_dict
+from models import (add_memory_args, add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype,
+                    dropout_off, frozen_reference, prompt_ids, save_model, set_template, template_of, tiny_model,
+                    train_tokenizer, trainable_model)
 
 OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
@@ -125,19 +126,20 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
         raise DareuError("no training records")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.objective.startswith("npo") else None
+    ref_model = frozen_reference(model) if cfg.objective.startswith("npo") else None
+    trainable = [p for p in model.parameters() if p.requires_grad]   # with LoRA, the adapters only
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, int(cfg.warmup * steps))
     # one-cycle: lr(s) = lr·s/warmup while warming up, then lr·½(1 + cos(π·progress))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: s / warmup if s < warmup else
                                                  0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
     stream = Batches(records, cfg.batch_size, rng)
     retain_stream = Batches(retain_records, cfg.batch_size, rng) if retain_records else None
-    model.eval()   # dropout off, as in rollout and evaluation (the tiny configs have none anyway)
+    dropout_off(model)   # as in rollout and evaluation (the tiny configs have none anyway)
     done, loss, bad_in_a_row = 0, None, 0
     if state is not None:   # resume: every piece of state the next step reads
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["model"], strict=not lora_layers(model))
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         set_rng_state(state["rng"], rng)
@@ -152,7 +154,7 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
                                         next(retain_stream) if retain_stream else None)
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             if torch.isfinite(batch_loss) and torch.isfinite(grad_norm):
                 optimizer.step()
                 bad_in_a_row = 0
@@ -167,7 +169,7 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
             bar.set_postfix(loss=f"{loss:.3f}")
             if ckpt_dir and ((cfg.save_every and step % cfg.save_every == 0) or step == steps or SIGNALS.received):
                 save_checkpoint(ckpt_dir, step, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "model": lora_state_dict(model) if lora_layers(model) else model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "rng": rng_state(rng), "stream": stream.state(),
                     "retain_stream": retain_stream.state() if retain_stream else None, "step": step, "loss": loss,
                     "nonfinite_in_a_row": bad_in_a_row},
@@ -191,9 +193,13 @@ def main(argv=None):
     scratch.add_argument("--layers", type=int, default=2, help="transformer layers")
     scratch.add_argument("--d-model", type=int, default=128, help="hidden size")
     add_model_args(p)
+    add_memory_args(p)
     add_config_args(p, FinetuneConfig, title="training")
     args = p.parse_args(argv)
     cfg = config_from_args(FinetuneConfig, args)
+    lora_cfg = config_from_args(LoraConfig, args, prefix="lora") if args.lora else None
+    if (args.lora or args.gradient_checkpointing) and not args.model:
+        raise DareuError("--lora and --gradient-checkpointing adapt a given --model (a model from scratch trains whole)")
     check_fields(args, vocab_size=">= 1", layers=">= 1", d_model=">= 1")
     if args.d_model % 8:
         raise DareuError(f"--d-model must be a multiple of 8 (4 attention heads of even size), not {args.d_model}")
@@ -216,7 +222,8 @@ def main(argv=None):
             raise DareuError(f"--objective {cfg.objective} needs --model (the model to unlearn) and --forget")
         records, retain = split_records(records, resolve_forget(args.forget, records))
     if args.model:
-        model, tokenizer = load_model(args.model, args.device, dtype, train=True, template=args.template)
+        model, tokenizer = trainable_model(args.model, args.device, dtype, lora_cfg, args.gradient_checkpointing,
+                                           args.template, cfg.seed)
     else:
         tokenizer = train_tokenizer(all_texts, args.vocab_size)
         set_template(tokenizer, args.template or "chat")
@@ -226,7 +233,7 @@ def main(argv=None):
     with autocast(args.device, dtype):
         loss = finetune(model, tokenizer, records, cfg, retain, cfg.objective, ckpt_dir, given,
                         load_state(resume) if resume else None)
-    save_model(model, tokenizer, args.out)
+    save_model(model, tokenizer, args.out, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print(f"final loss {loss:.4f}; saved {args.out}")
 

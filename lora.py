@@ -9,35 +9,35 @@ nn.Linear weight (kaiming-uniform, a = √5) and B to zeros, so BA = 0 and the a
 equal to the base model. The base weights stay frozen in their dtype (e.g. bf16); A and B are float32
 and so is the adapter path, cast back to the base output's dtype.
 
-Switched off (`adapters_disabled`), every adapted layer returns its base output exactly: the model is
-then the original model, which serves as the frozen reference (SPEC §12) without a second copy.
-`merge_lora` folds (α/r)·BA into W, leaving a plain model that `save_pretrained` writes as usual.
+Switched off (`adapters_disabled`, `AdaptersOff`), every adapted layer returns its base output exactly:
+the model is then the original model, which serves as the frozen reference without a second copy.
+`merge_lora` folds (α/r)·BA into W, leaving a plain model that `save_pretrained` writes as usual;
+`save_adapters` writes the adapters alone, which models.load_model applies to their base model.
 """
+import json
 import math
+import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from cli import DareuError, check_fields
 
 
 @dataclass
 class LoraConfig:
     rank: int = 16               # r, rank of the update B·A
     alpha: float = 32.0          # α: the update is scaled by α / r
-    dropout: float = 0.05        # dropout on the adapters' input (training mode only)
-    # the nn.Linear to adapt: comma-separated last components of their names (the output layer never)
-    targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    dropout: float = 0.0         # dropout on the adapters' input in training mode (DareU's loops never use it)
+    targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # the nn.Linear to adapt, by last name
+    merge: bool = True           # save the merged model (a plain folder); false: the adapters alone
 
     def __post_init__(self):
-        if self.rank < 1:
-            raise ValueError(f"LoRA rank {self.rank}: must be at least 1")
-        if not self.alpha > 0:
-            raise ValueError(f"LoRA alpha {self.alpha}: must be positive")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"LoRA dropout {self.dropout}: must be in [0, 1)")
+        check_fields(self, rank=">= 1", alpha="> 0", dropout="in [0, 1)")
         if not self.target_names():
-            raise ValueError(f"LoRA targets {self.targets!r}: name at least one module, e.g. q_proj,v_proj")
+            raise DareuError(f"--lora-targets {self.targets!r}: name at least one module, e.g. q_proj,v_proj")
 
     def target_names(self):
         return {name.strip() for name in self.targets.split(",") if name.strip()}
@@ -83,15 +83,16 @@ def add_lora(model, cfg: LoraConfig):
     matched = {name: m for name, m in linears.items() if name.rpartition(".")[2] in targets}
     if not matched:
         kinds = sorted({name.rpartition(".")[2] for name in linears})
-        raise ValueError(f"LoRA targets {cfg.targets!r} match none of the model's nn.Linear, "
+        raise DareuError(f"--lora-targets {cfg.targets!r} match none of the model's nn.Linear, "
                          f"whose names end in: {', '.join(kinds[:12])}")
     output_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     model.requires_grad_(False)
     for name, module in matched.items():
         if module is output_layer:
-            raise ValueError(f"LoRA target {name}: the output layer is never adapted")
+            raise DareuError(f"--lora-targets: {name} is the output layer, which is never adapted")
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, LoraLinear(module, cfg))
+    model.lora_config = cfg
     return lora_parameters(model)
 
 
@@ -107,6 +108,19 @@ def adapters_disabled(model):
     finally:
         for layer, enabled in zip(layers, were_enabled):
             layer.enabled = enabled
+
+
+class AdaptersOff:
+    """The base model inside an adapted `model`, called like a model (the frozen reference of DareU's KL
+    and retain distillation): every call runs `model` with its adapters off. No second copy."""
+
+    def __init__(self, model):
+        self.model = model
+        self.device = model.device
+
+    def __call__(self, *args, **kwargs):
+        with adapters_disabled(self.model):
+            return self.model(*args, **kwargs)
 
 
 @torch.no_grad()
@@ -133,5 +147,25 @@ def load_lora_state_dict(model, state):
     expected = lora_state_dict(model).keys()
     missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing or unexpected:
-        raise ValueError(f"LoRA state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise DareuError(f"LoRA state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model.load_state_dict(state, strict=False)
+
+
+def save_adapters(model, folder, base, cfg):
+    """The adapters alone into `folder`: adapters.safetensors and lora.json (the config and the `base`
+    model folder they apply to; models.load_model loads such a folder as base + merged adapters)."""
+    from safetensors.torch import save_file
+    os.makedirs(folder, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in lora_state_dict(model).items()}, os.path.join(folder, "adapters.safetensors"))
+    with open(os.path.join(folder, "lora.json"), "w", encoding="utf-8") as f:
+        json.dump({"base": os.path.abspath(base), **asdict(cfg)}, f, indent=2)
+
+
+def load_adapters(model, folder):
+    """Apply the adapters saved in `folder` to `model` (its base), merged. Returns the model."""
+    from safetensors.torch import load_file
+    with open(os.path.join(folder, "lora.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    add_lora(model, LoraConfig(**{k: v for k, v in meta.items() if k != "base"}))
+    load_lora_state_dict(model, load_file(os.path.join(folder, "adapters.safetensors")))
+    return merge_lora(model)

@@ -6,16 +6,25 @@
   3. prompts: one template decides how a question (and its answer) becomes token ids, the same way
      in SFT, rollout, distillation, evaluation and attribution,
   4. log-probabilities: `forward_logprobs`, the one function that scores tokens, for the rollout and
-     the PPO update alike (and so for every NLL in finetune.py and evaluate.py).
+     the PPO update alike (and so for every NLL in finetune.py and evaluate.py); logits only where
+     they are needed, and the float32 log-softmax over the vocabulary in chunks, never whole,
+  5. memory on one GPU: LoRA (lora.py) with the reference as the same weights, adapters off, and
+     gradient checkpointing.
 """
+import copy
 import json
 import os
 import shutil
+import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
-from cli import DareuError, check_device, publish, staging_dir
+from cli import DareuError, add_config_args, check_device, publish, staging_dir
+from lora import AdaptersOff, LoraConfig, add_lora, load_adapters, lora_layers, merge_lora, save_adapters
+
+LOGPROB_CHUNK = 1024   # positions per float32 [chunk, vocabulary] block of a log-softmax
 
 # ----------------------------------------------------------------------------------------------
 # 1. Precision
@@ -68,6 +77,8 @@ def check_model_folder(path):
     model type, and every safetensors file is whole (its header's tensors end where the file ends)."""
     if not os.path.isdir(path):
         raise DareuError(f"no such model folder: {path}")
+    if adapters_base(path):
+        return check_model_folder(adapters_base(path))
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise DareuError(f"cannot load a model from {path}: no config.json (not a Hugging Face model folder)")
     try:
@@ -91,32 +102,53 @@ def check_model_folder(path):
                              f"({size} bytes{f', its header says {end}' if end else ''})")
 
 
+def adapters_base(path):
+    """The base model folder of a folder that holds LoRA adapters alone (lora.json), else None."""
+    meta = os.path.join(path, "lora.json")
+    if not os.path.isfile(meta):
+        return None
+    with open(meta, encoding="utf-8") as f:
+        return json.load(f)["base"]
+
+
 def load_model(path, device="cpu", dtype=torch.float32, train=False, template=None):
     """A Hugging Face causal LM and its tokenizer from a folder (safetensors, no remote code),
     with a distinct pad token and left padding, in eval mode (dropout off). A model to `train` is
     held in float32 whatever `dtype` (the compute dtype, under `autocast`); a frozen one in `dtype`.
-    `template` sets the prompt template (data.PROMPT_TEMPLATES); by default the one saved with the tokenizer."""
+    A folder of LoRA adapters alone (lora.json) loads as its base model with the adapters merged.
+    `template` sets the prompt template (PROMPT_TEMPLATES); by default the one saved with the tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     check_model_folder(path)
     check_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if train else dtype)
+        model = AutoModelForCausalLM.from_pretrained(adapters_base(path) or path, dtype=torch.float32 if train else dtype)
     except (OSError, ValueError, KeyError) as e:
         raise DareuError(f"cannot load a causal LM and tokenizer from {path}: {str(e).splitlines()[0]}") from None
     model = model.to(device).eval()
     ensure_pad_token(tokenizer, model)
+    if adapters_base(path):
+        load_adapters(model, path)
     if template:
         set_template(tokenizer, template)
     return model, tokenizer
 
 
-def save_model(model, tokenizer, out, extra_files=None):
-    """save_pretrained into a staging folder, then move it to `out` in one rename."""
+def write_model(model, tokenizer, folder, adapters_of=None):
+    """save_pretrained `model` and `tokenizer` into `folder`. A model with LoRA adapters is written
+    merged (a plain folder), or, given `adapters_of` (the base model folder), as the adapters alone."""
+    if adapters_of and lora_layers(model):
+        save_adapters(model, folder, adapters_of, model.lora_config)
+    else:
+        (merge_lora(model) if lora_layers(model) else model).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def save_model(model, tokenizer, out, extra_files=None, adapters_of=None):
+    """write_model into a staging folder, then move it to `out` in one rename."""
     stage = staging_dir(out)
     try:
-        model.save_pretrained(stage)
-        tokenizer.save_pretrained(stage)
+        write_model(model, tokenizer, stage, adapters_of)
         for name, write in (extra_files or {}).items():
             write(f"{stage}/{name}")
         publish(stage, out)
@@ -162,6 +194,62 @@ def tiny_model(tokenizer, n_layer=2, d_model=128, n_head=4, max_positions=512, s
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
+
+
+def add_memory_args(parser):
+    """--lora (and its LoraConfig flags) and --gradient-checkpointing, for the stages that train."""
+    group = parser.add_argument_group("memory (one GPU)")
+    group.add_argument("--lora", action="store_true",
+                       help="train LoRA adapters (lora.py) over the frozen model instead of every weight; the "
+                            "reference is the same weights with the adapters off")
+    group.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute each layer's activations in backward instead of keeping them")
+    add_config_args(parser, LoraConfig, prefix="lora", title="LoRA (with --lora)")
+
+
+def trainable_model(path, device, dtype, lora=None, gradient_checkpointing=False, template=None, seed=0):
+    """(model, tokenizer) to train. Full fine-tuning: float32 master weights (forwards in `dtype` under
+    autocast). `lora` (a LoraConfig): the model frozen in `dtype` with float32 adapters, initialised
+    from `seed`. Gradient checkpointing is non-reentrant: the frozen inputs of a layer need no grad."""
+    model, tokenizer = load_model(path, device, dtype, train=lora is None, template=template)
+    if lora is not None:
+        torch.manual_seed(seed)
+        add_lora(model, lora)
+    if gradient_checkpointing:
+        if not model.supports_gradient_checkpointing:
+            raise DareuError(f"--gradient-checkpointing: {type(model).__name__} does not support it")
+        enable = getattr(model, "activation_checkpointing_enable", None)   # its name from transformers 5.2x on
+        if enable:
+            enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer
+
+
+def frozen_reference(model, dtype=None):
+    """The original model for the KL terms: with LoRA the same weights with the adapters off (no copy);
+    otherwise a frozen copy, in `dtype` (the compute dtype) when given."""
+    if lora_layers(model):
+        return AdaptersOff(model)
+    return copy.deepcopy(model).to(dtype or model.dtype).eval().requires_grad_(False)
+
+
+def clock(device):
+    """Seconds on a monotonic clock, once the device's queued work is done (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def dropout_off(module):
+    """Eval mode (dropout off: sampling and update must be one function, PPO's ratio 1), except the flag
+    transformers reads to recompute a checkpointed layer: `training` on that layer alone, its
+    submodules (dropout included) staying in eval mode."""
+    module.eval()
+    for m in module.modules():
+        if getattr(m, "gradient_checkpointing", False) is True:
+            m.training = True
+    return module
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,18 +373,51 @@ def position_ids_from_mask(attention_mask):
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def forward_logprobs(model, input_ids, attention_mask, n_response, temperature=1.0, with_entropy=False):
+def chunked(fn, *tensors, rows=None):
+    """fn over chunks of `rows` rows (dim 0) of `tensors`, concatenated. With gradients each chunk is
+    checkpointed: its float32 blocks over the vocabulary exist only while it is computed (and again in
+    backward), so no float32 tensor over every position and the whole vocabulary is ever kept."""
+    rows = rows or LOGPROB_CHUNK
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    parts = [checkpoint(fn, *(t[i:i + rows] for t in tensors), use_reentrant=False) if grad else
+             fn(*(t[i:i + rows] for t in tensors)) for i in range(0, tensors[0].shape[0], rows)]
+    return torch.cat(parts)
+
+
+def _token_logprobs(logits, tokens, temperature):
+    """log softmax(logits / T)[token] = z[token] − logsumexp(z), z = logits / T, in float32."""
+    z = logits.float() / temperature
+    return z.gather(-1, tokens[..., None]).squeeze(-1) - torch.logsumexp(z, -1)
+
+
+def _entropy(logits, temperature):
+    """H = logsumexp(z) − Σ_v softmax(z)_v z_v, z = logits / T, in float32."""
+    z = logits.float() / temperature
+    return torch.logsumexp(z, -1) - (F.softmax(z, -1) * z).sum(-1)
+
+
+def forward_logprobs(model, input_ids, attention_mask, n_response, temperature=1.0, with_entropy=False, batch_size=0):
     """Log-probabilities of the last `n_response` tokens of each row under logits / T, with the
     position ids generate() uses for left padding. `model` is a causal LM, or a policy whose output
     also holds "values" (rollout.PolicyWithValue: then the values at those positions are returned).
     logits[:, t] predicts token t+1, so the response tokens at columns P..P+R-1 are scored by the
-    logits at columns P-1..P+R-2. Returns dict(logprobs [B,R], values [B,R] or None, entropy)."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
-    values = out["values"][:, -n_response - 1:-1] if "values" in out else None
-    logits = out["logits"][:, -n_response - 1:-1].float() / temperature
-    logp_all = F.log_softmax(logits, dim=-1)
-    logprobs = logp_all.gather(-1, input_ids[:, -n_response:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    logits at columns P-1..P+R-2: only those R + 1 columns' logits are computed (logits_to_keep).
+    Entropy, a statistic, is computed without gradients. `batch_size` > 0 runs the rows in micro-batches
+    (for forwards without gradients). Returns dict(logprobs [B,R], values [B,R] or None, entropy)."""
+    if batch_size and input_ids.shape[0] > batch_size:
+        parts = [forward_logprobs(model, input_ids[i:i + batch_size], attention_mask[i:i + batch_size], n_response,
+                                  temperature, with_entropy) for i in range(0, input_ids.shape[0], batch_size)]
+        return {k: None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in parts[0]}
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+                logits_to_keep=n_response + 1)
+    logits = out["logits"][:, :-1]                                        # [B, R, V]
+    values = out["values"][:, :-1] if "values" in out else None
+    rows = max(1, LOGPROB_CHUNK // n_response)                           # rows × R positions per chunk
+    logprobs = chunked(lambda l, t: _token_logprobs(l, t, temperature), logits, input_ids[:, -n_response:], rows=rows)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = chunked(lambda l: _entropy(l, temperature), logits, rows=rows)
     return {"logprobs": logprobs, "values": values, "entropy": entropy}
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
-from models import encode_qa, forward_logprobs, position_ids_from_mask
+from models import chunked, clock, encode_qa, forward_logprobs, position_ids_from_mask
 
 
 @dataclass
@@ -97,16 +97,25 @@ def group_advantages(rewards, values, mask, prompt_index, cfg):
 ADVANTAGES = {"gae": gae_advantages, "group": group_advantages}
 
 
+def _kl(ref_logits, logits):
+    """KL(softmax(ref) ‖ softmax(logits)) per position, in float32."""
+    ref_logp, logp = F.log_softmax(ref_logits.float(), -1), F.log_softmax(logits.float(), -1)
+    return (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+
+
 def retain_distillation(policy_lm, ref_lm, tokenizer, records):
-    """Mean over retain answer tokens of KL(π_ref ‖ π_θ), teacher-forced on the gold answers."""
+    """Mean over retain answer tokens of KL(π_ref ‖ π_θ), teacher-forced on the gold answers. Logits
+    are computed for the answer columns only (answers are right-aligned: the last n + 1 columns,
+    n the longest answer), and the float32 KL in chunks of positions (models.chunked)."""
     ids, mask, answer_mask = encode_qa(tokenizer, [r["question"] for r in records], [r["answer"] for r in records])
     ids, mask, answer_mask = ids.to(policy_lm.device), mask.to(policy_lm.device), answer_mask.to(policy_lm.device)
-    position_ids = position_ids_from_mask(mask)
+    keep = int(answer_mask.sum(-1).max()) + 1                 # column P-1 predicts the first answer token
+    where = answer_mask[:, -keep + 1:].bool()                 # the kept column t predicts token t+1
+    forward = dict(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), logits_to_keep=keep)
     with torch.no_grad():
-        ref_logp = F.log_softmax(ref_lm(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, :-1].float(), -1)
-    logp = F.log_softmax(policy_lm(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, :-1].float(), -1)
-    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)   # KL at the position that predicts token t+1
-    return masked_mean(kl, answer_mask[:, 1:].float())
+        ref_logits = ref_lm(**forward).logits[:, :-1][where]  # [answer tokens, V]
+    logits = policy_lm(**forward).logits[:, :-1][where]
+    return chunked(_kl, ref_logits, logits).mean()
 
 
 def ppo_losses(logprobs, values, old_logprobs, old_values, advantages, returns, mask, cfg):
@@ -133,8 +142,10 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
     """K epochs of clipped PPO minibatch steps on one rollout `batch` (dict with input_ids,
     attention_mask, response_mask, n_response, logprobs, values, advantages, returns).
     A step whose loss or gradient norm is not finite is skipped (stats {"nonfinite": True}).
-    Returns a list of per-minibatch stats dicts (the first one is the ratio == 1 check)."""
+    Returns a list of per-minibatch stats dicts (the first one is the ratio == 1 check); each holds
+    retain_seconds, the time of its retain distillation forward (its backward is part of the step's)."""
     n, R = batch["input_ids"].shape[0], batch["n_response"]
+    trainable = [p for p in policy.parameters() if p.requires_grad]
     stats = []
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=generator)
@@ -150,23 +161,25 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
             pg_loss, vf_loss, minibatch_stats = ppo_losses(out["logprobs"], out["values"], old_logp, old_v, adv, ret,
                                                            mask, cfg)
             loss = pg_loss + cfg.vf_coef * vf_loss
-            retain_kl = torch.zeros(())
+            retain_kl, start = torch.zeros(()), clock(policy.lm.device)
             if retain_stream is not None and cfg.retain_coef > 0:
                 retain_kl = retain_distillation(policy.lm, ref_lm, tokenizer, next(retain_stream))
                 loss = loss + cfg.retain_coef * retain_kl
+            retain_seconds = clock(policy.lm.device) - start
 
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):   # guard: skip the step, the caller counts it
-                stats.append({"nonfinite": True})
+                stats.append({"nonfinite": True, "retain_seconds": retain_seconds})
                 continue
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             if not torch.isfinite(grad_norm):
                 optimizer.zero_grad(set_to_none=True)
-                stats.append({"nonfinite": True})
+                stats.append({"nonfinite": True, "retain_seconds": retain_seconds})
                 continue
             optimizer.step()
-            stats.append({"nonfinite": False, "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(),
+            stats.append({"nonfinite": False, "retain_seconds": retain_seconds, "pg_loss": pg_loss.item(),
+                          "vf_loss": vf_loss.item(),
                           "retain_kl": retain_kl.item(), **minibatch_stats,
                           "entropy": masked_mean(out["entropy"], mask).item(), "grad_norm": grad_norm.item()})
     return stats

@@ -88,7 +88,7 @@ class AdaptiveKLController:
 
 
 def main():
-    from attribution import add_classifier_args, load_classifier
+    from attribution import add_classifier_args, classifier_from_args
     from data import read_data
     p = argparse.ArgumentParser(description="Score responses as DareU's reward does (lengths in the classifier's "
                                             "tokens).", formatter_class=HelpFormatter)
@@ -103,7 +103,7 @@ def main():
     cfg = config_from_args(RewardConfig, args)
     dtype = compute_dtype(args.dtype, args.device, train=False)
     forget = [o.strip() for o in args.forget.split(",")]
-    clf = load_classifier(args.classifier, read_data(args.data), args.owner_names, args.device, dtype, forget)
+    clf = classifier_from_args(args, read_data(args.data), forget)
     tok, n = clf.tokenizer, len(args.response)
     ids = [tok(r, add_special_tokens=False).input_ids + [tok.eos_token_id] for r in args.response]
     R = max(len(i) for i in ids)

@@ -53,9 +53,11 @@ def fit_length(tokenizer, answers, coverage=0.99, headroom=1.25):
 
 
 class PolicyWithValue(nn.Module):
-    """A causal LM `lm` plus a value head: V(s_t) = w · h_t + b on the last hidden state, zero-initialised
-    so the first value estimates are 0 and do not disturb the first update. Called like the LM, it
-    returns {"logits", "values"} (models.forward_logprobs reads both)."""
+    """A causal LM `lm` plus a float32 value head: V(s_t) = w · h_t + b on the final hidden state,
+    zero-initialised so the first value estimates are 0 and do not disturb the first update. Called
+    like the LM, it returns {"logits", "values"} (models.forward_logprobs reads both). h is what the LM's
+    output layer reads, caught by a hook: the final hidden state at the logits_to_keep positions only,
+    not every layer's (output_hidden_states would keep them all)."""
 
     def __init__(self, lm):
         super().__init__()
@@ -63,12 +65,17 @@ class PolicyWithValue(nn.Module):
         self.value_head = nn.Linear(lm.config.get_text_config().hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
-        self.value_head.to(device=lm.device, dtype=next(lm.parameters()).dtype)
+        self.value_head.to(device=lm.device, dtype=torch.float32)
 
-    def forward(self, input_ids, attention_mask, position_ids):
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      output_hidden_states=True)
-        return {"logits": out.logits, "values": self.value_head(out.hidden_states[-1]).squeeze(-1)}
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep=0):
+        final_hidden = []
+        hook = self.lm.get_output_embeddings().register_forward_hook(lambda m, inputs, out: final_hidden.append(inputs[0]))
+        try:
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          logits_to_keep=logits_to_keep)
+        finally:
+            hook.remove()
+        return {"logits": out.logits, "values": self.value_head(final_hidden[-1]).squeeze(-1)}
 
 
 def truncate_after_eos(responses, eos_ids, pad_id):

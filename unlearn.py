@@ -18,7 +18,6 @@ tokenizer (Hugging Face format), metrics.jsonl, summary.json. Checkpoints go to 
 and are deleted once --out is complete.
 """
 import argparse
-import copy
 import json
 import os
 import random
@@ -29,15 +28,17 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from attribution import add_classifier_args, check_classifier, load_classifier
+from attribution import add_classifier_args, check_classifier, classifier_from_args
 from cli import (SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args, add_resume_arg, check_device,
                  check_fields, check_out_path, checkpointing, checkpoints, config_from_args, load_state, publish,
                  rng_state, run_cli, save_checkpoint, set_rng_state, staging_dir, write_json)
 from data import add_data_args, load_records, resolve_forget, split_records
 from evaluate import EvalConfig, evaluate_records, format_table
 from finetune import MAX_NONFINITE, Batches
-from models import (add_model_args, autocast, check_model_folder, compute_dtype, forward_logprobs, load_model,
-                    prompt_ids, template_of)
+from lora import LoraConfig, lora_layers
+from models import (add_memory_args, add_model_args, autocast, check_model_folder, clock, compute_dtype, dropout_off,
+                    forward_logprobs, frozen_reference, load_model, prompt_ids, template_of, trainable_model,
+                    write_model)
 from ppo import ADVANTAGES, PPOConfig, ppo_update
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
 from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout
@@ -79,15 +80,16 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    policy = PolicyWithValue(model)
-    policy.eval()   # dropout off in rollout and update alike, so logprobs match
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=ppo_cfg.lr, weight_decay=0.0)
+    policy = dropout_off(PolicyWithValue(model))   # in rollout and update alike, so logprobs match
+    # with LoRA only the adapters (and the value head) train, and only they go into a checkpoint
+    trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=ppo_cfg.lr, weight_decay=0.0)
     kl_ctl = AdaptiveKLController(reward_cfg)
     retain_stream = Batches(retain, ppo_cfg.retain_batch_size, rng)
     questions = [r["question"] for r in forget]
     done, stopped, bad_in_a_row, metrics = 0, False, 0, ""
     if state is not None:   # resume: every piece of state the next iteration reads
-        policy.load_state_dict(state["policy"])
+        policy.load_state_dict(state["policy"], strict=not lora_layers(model))
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], rng, generator)
         retain_stream.load_state(state["retain_stream"])
@@ -97,18 +99,23 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
     with open(metrics_path, "w", encoding="utf-8") as log, SIGNALS.deferred():
         log.write(metrics)
         for it in ([] if stopped else bar):
-            t0 = time.time()
+            seconds, t0 = {}, clock(model.device)
             # 1. rollout: responses to forget questions, sampled from the current policy
             roll = rollout(model, tokenizer, rng.sample(questions, min(cfg.prompts_per_iter, len(questions))),
                            cfg.samples_per_prompt, rollout_cfg)
             prompts, mask, R = roll["prompts"], roll["response_mask"].float(), roll["n_response"]
-            # 2. logprobs and values with the same padding, position ids and temperature
+            seconds["rollout"], t = clock(model.device) - t0, clock(model.device)
+            # 2. logprobs and values with the same padding, position ids and temperature, in micro-batches
             with torch.no_grad():
-                old = forward_logprobs(policy, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature)
-                ref = forward_logprobs(ref_model, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature)
+                old = forward_logprobs(policy, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature,
+                                       batch_size=ppo_cfg.minibatch_size)
+                ref = forward_logprobs(ref_model, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature,
+                                       batch_size=ppo_cfg.minibatch_size)
+            seconds["logprobs"], t = clock(model.device) - t, clock(model.device)
             # 3. reward: s = −a_F (or the missing-EOS penalty) at the last token, −β·KL per token
             scores, a_forget = score_responses(classifier, roll, forget_owners, reward_cfg)
             rewards, kl = token_rewards(scores, old["logprobs"], ref["logprobs"], mask, kl_ctl.value)
+            seconds["scoring"], t = clock(model.device) - t, clock(model.device)
             finite = bool(torch.isfinite(a_forget).all() and torch.isfinite(rewards).all())
             # 4. advantages (ppo.ADVANTAGES), then the PPO epochs (skipped when the classifier or the reward
             #    is not finite)
@@ -130,6 +137,8 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
                     raise DareuError(f"{bad_in_a_row} non-finite steps in a row (loss, gradient norm, reward or "
                                      f"classifier output) at iteration {it}; stopped. "
                                      + (f"Last good checkpoint: {last[-1]}" if last else "No checkpoint was saved"))
+            seconds["retain"] = sum(s.get("retain_seconds", 0.0) for s in stats)
+            seconds["update"] = clock(model.device) - t - seconds["retain"]
             # 5. log
             good = [s for s in stats if not s["nonfinite"]]
             line = {"iteration": it, "nonfinite_steps": len(stats) - len(good)}
@@ -139,13 +148,16 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             line.update(kl_coef=kl_ctl.value, eos_rate=roll["has_eos"].float().mean().item(),
                         response_tokens=mask.sum(-1).mean().item())
             if good:
-                line.update({k: sum(s[k] for s in good) / len(good) for k in good[0] if k != "nonfinite"},
-                            first_ratio=good[0]["ratio"])
-            line["tokens_per_s"] = mask.sum().item() / (time.time() - t0)
+                line.update({k: sum(s[k] for s in good) / len(good) for k in good[0]
+                             if k not in ("nonfinite", "retain_seconds")}, first_ratio=good[0]["ratio"])
+            line["tokens_per_s"] = mask.sum().item() / (clock(model.device) - t0)
             if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations):
+                t = clock(model.device)
                 greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
                                                                               batch_size=eval_cfg.batch_size), greedy=True)
                 line["greedy_attribution"] = classifier.forget_attribution(questions, greedy["texts"], forget_owners).mean().item()
+                seconds["greedy_check"] = clock(model.device) - t
+            line["seconds"] = {k: round(v, 4) for k, v in seconds.items()}   # where the iteration's time went
             text = json.dumps(line) + "\n"
             metrics += text   # the checkpoint's copy of metrics.jsonl
             log.write(text)
@@ -164,7 +176,8 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             if ckpt_dir and ((cfg.save_every and it % cfg.save_every == 0) or it == cfg.iterations or stopped
                              or SIGNALS.received):
                 save_checkpoint(ckpt_dir, it, {
-                    "policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
+                    "policy": {k: v for k, v in policy.state_dict().items() if k in trainable or not lora_layers(model)},
+                    "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
                     "retain_stream": retain_stream.state(), "kl_coef": kl_ctl.value, "iteration": it,
                     "early_stopped": stopped, "nonfinite_in_a_row": bad_in_a_row, "metrics": metrics}, args, cfg.keep)
             if SIGNALS.received:
@@ -172,6 +185,16 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             if stopped:
                 break
     return done, stopped
+
+
+def phase_seconds(metrics_path):
+    """Seconds per phase (rollout, logprobs, scoring, update, retain, greedy_check), summed over metrics.jsonl."""
+    totals = {}
+    with open(metrics_path, encoding="utf-8") as f:
+        for line in f:
+            for phase, s in json.loads(line).get("seconds", {}).items():
+                totals[phase] = round(totals.get(phase, 0.0) + s, 3)
+    return totals
 
 
 def parse_args(argv=None):
@@ -186,6 +209,7 @@ def parse_args(argv=None):
     add_data_args(p)
     add_classifier_args(p)
     add_model_args(p)
+    add_memory_args(p)
     for cls, title in ((UnlearnConfig, "DareU loop"), (RolloutConfig, "rollout (rollout.py)"),
                        (RewardConfig, "reward (reward.py)"), (PPOConfig, "PPO (ppo.py)")):
         add_config_args(p, cls, title=title, also=WORLD_DEFAULTS)
@@ -203,9 +227,11 @@ def main(argv=None):
     # 0. inputs: checked before anything heavy runs, and never written to
     cfg, rollout_cfg, reward_cfg, ppo_cfg = (config_from_args(c, args) for c in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig))
     eval_cfg = config_from_args(EvalConfig, args, prefix="eval")
+    lora_cfg = config_from_args(LoraConfig, args, prefix="lora") if args.lora else None
     if ppo_cfg.advantage == "group" and cfg.samples_per_prompt < 2:
         raise DareuError("--advantage group compares the samples of each prompt: give --samples-per-prompt 2 or more")
     check_device(args.device)
+    check_device(args.classifier_device or args.device)   # before any work
     given = dict(vars(args))   # the arguments as given, saved with each checkpoint
     ckpt_dir, resume = checkpointing("unlearn.py", argv, args, MAY_CHANGE_ON_RESUME)
     if args.model is None:
@@ -227,10 +253,16 @@ def main(argv=None):
     check_classifier(args.classifier, forget_owners)
     dtype = compute_dtype(args.dtype, args.device, train=True)
 
-    # 1. models: the policy starts as the original (float32 master weights), the reference stays the original
-    model, tokenizer = load_model(args.model, args.device, dtype, train=True, template=args.template)
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    classifier = load_classifier(args.classifier, records, args.owner_names, args.device, dtype, forget_owners)
+    # 1. models: the policy starts as the original (float32 master weights, or frozen weights + LoRA adapters);
+    #    the reference stays the original (a frozen copy, or the same weights with the adapters off)
+    model, tokenizer = trainable_model(args.model, args.device, dtype, lora_cfg, args.gradient_checkpointing,
+                                       args.template, cfg.seed)
+    ref_model = frozen_reference(model, dtype)
+    classifier = classifier_from_args(args, records, forget_owners)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"training {trained:,} of {sum(p.numel() for p in model.parameters()):,} weights"
+          + (f" (LoRA rank {lora_cfg.rank})" if lora_cfg else "")
+          + ("; gradient checkpointing" if args.gradient_checkpointing else ""))
     print(f"forgetting {len(forget_owners)} owner(s) ({len(forget)} questions: {', '.join(forget_owners[:5])}"
           f"{' ...' if len(forget_owners) > 5 else ''}); retaining {len(retain)} records")
     print(f"template {template_of(tokenizer)}: {tokenizer.decode(prompt_ids(tokenizer, forget[0]['question']))!r}")
@@ -241,7 +273,7 @@ def main(argv=None):
 
     with autocast(args.device, dtype):   # forwards in the compute dtype; weights and AdamW stay float32
         # 2. before: the original (and retain) model on forget and retain questions
-        results = {"original": evaluate_records(ref_model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)}
+        results = {"original": evaluate_records(model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)}
         if args.retain_model:
             retain_model, retain_tok = load_model(args.retain_model, args.device, dtype, template=args.template)
             results["retain"] = evaluate_records(retain_model, retain_tok, forget, retain, eval_cfg, classifier,
@@ -255,14 +287,15 @@ def main(argv=None):
                                           rollout_cfg, reward_cfg, ppo_cfg, eval_cfg, os.path.join(stage, "metrics.jsonl"),
                                           ckpt_dir, given, load_state(resume) if resume else None)
             results["unlearned"] = evaluate_records(model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)
-            model.save_pretrained(stage)
-            tokenizer.save_pretrained(stage)
+            write_model(model, tokenizer, stage, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
+            phases = phase_seconds(os.path.join(stage, "metrics.jsonl"))
             columns = list(results)
             summary = {m: {c: results[c][m] for c in columns} for m in REPORT}
             summary.update(forget_owners=forget_owners, iterations=iterations, early_stopped=stopped,
                            seconds=round(time.time() - start, 1), model=args.model, classifier=args.classifier,
                            retain_model=args.retain_model, data=args.data, template=template_of(tokenizer),
                            rollout_max_new_tokens=rollout_cfg.max_new_tokens, dtype=str(dtype).replace("torch.", ""),
+                           phase_seconds=phases,
                            config={k: v for k, v in vars(args).items()
                                    if k not in ("model", "classifier", "retain_model", "data")},
                            answers={c: results[c]["per_question"] for c in columns})
@@ -273,6 +306,8 @@ def main(argv=None):
             raise
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print(format_table({m: summary[m] for m in REPORT}, columns))
+    total = sum(phases.values()) or 1.0
+    print("where the PPO time went: " + ", ".join(f"{k} {v:.0f} s ({v / total:.0%})" for k, v in phases.items()))
     print(f"saved the unlearned model, metrics.jsonl and summary.json to {args.out} ({summary['seconds']:.0f} s)")
 
 

@@ -189,3 +189,56 @@ def test_answer_logprobs_equal_the_hf_loss_per_row(tiny, world_records):
         with torch.no_grad():
             hf_mean_nll = model(input_ids=row, labels=labels).loss.item()
         assert logp[i].item() == pytest.approx(-hf_mean_nll * n[i].item(), rel=1e-5)
+
+
+def test_chunked_logprobs_entropy_and_gradients_equal_one_whole_log_softmax(tiny, world_records, monkeypatch):
+    """forward_logprobs in chunks of 5 positions (checkpointed, recomputed in backward) against one
+    float32 log-softmax over every position: the same logprobs, entropy and gradients."""
+    import models
+    model, tok = tiny
+    ids, mask, _ = encode_qa(tok, [r["question"] for r in world_records[:4]], [r["answer"] for r in world_records[:4]])
+    R, T = 9, 0.7
+    whole = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits[:, -R - 1:-1]
+    logp_all = torch.log_softmax(whole.float() / T, -1)
+    expected = logp_all.gather(-1, ids[:, -R:, None]).squeeze(-1)
+    expected_entropy = -(logp_all.exp() * logp_all).sum(-1)
+    expected.sum().backward()
+    expected_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    monkeypatch.setattr(models, "LOGPROB_CHUNK", 5)              # 5 // R = 0 -> one row (R positions) a chunk
+    out = forward_logprobs(model, ids, mask, R, T, with_entropy=True)
+    assert torch.allclose(out["logprobs"], expected, atol=1e-5)
+    assert torch.allclose(out["entropy"], expected_entropy, atol=1e-5) and not out["entropy"].requires_grad
+    out["logprobs"].sum().backward()
+    assert all(torch.allclose(p.grad, g, atol=1e-5) for p, g in zip(model.parameters(), expected_grads))
+    model.zero_grad()
+    # micro-batches without gradients give the same numbers
+    with torch.no_grad():
+        batched = forward_logprobs(model, ids, mask, R, T, batch_size=3)
+    assert torch.allclose(batched["logprobs"], expected, atol=1e-5)
+
+
+def test_lora_adapters_alone_load_as_the_adapted_model(tiny, tmp_path):
+    """--lora-merge false: the output holds the adapters and lora.json; load_model gives the base model
+    with them merged, whose logits equal the adapted model's."""
+    from lora import LoraConfig, add_lora
+    from models import write_model
+    model, tok = tiny
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    adapted, _ = load_model(str(base))
+    add_lora(adapted, LoraConfig(rank=4, merge=False))
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_(0, 0.1)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        expected = adapted(input_ids=ids).logits
+    write_model(adapted, tok, str(tmp_path / "out"), adapters_of=str(base))
+    assert sorted(os.listdir(tmp_path / "out"))[:2] == ["adapters.safetensors", "lora.json"]
+    reloaded, _ = load_model(str(tmp_path / "out"))
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, expected, atol=1e-5)
+    assert not any("lora" in k for k in reloaded.state_dict())

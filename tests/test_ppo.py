@@ -9,7 +9,8 @@ import torch
 from torch.distributions import Categorical, kl_divergence
 
 from finetune import Batches
-from models import encode_qa, forward_logprobs
+from lora import LoraConfig
+from models import dropout_off, encode_qa, forward_logprobs, frozen_reference, trainable_model
 from ppo import ADVANTAGES, PPOConfig, gae, group_advantages, ppo_losses, ppo_update, retain_distillation, whiten
 from reward import token_rewards
 from rollout import PolicyWithValue, RolloutConfig, generate
@@ -96,7 +97,7 @@ def test_no_value_loss_without_returns():
 
 
 def make_rollout(model, tok, records, temperature=1.0):
-    policy = PolicyWithValue(model).eval()
+    policy = dropout_off(PolicyWithValue(model))
     roll = generate(model, tok, [r["question"] for r in records], RolloutConfig(temperature=temperature, max_new_tokens=6))
     mask = roll["response_mask"].float()
     with torch.no_grad():
@@ -155,6 +156,37 @@ def hand_minibatch():
     old_values = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     returns = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, -9.0]])
     return logprobs, values, old, old_values, returns
+
+
+@pytest.mark.parametrize("lora,checkpointing", [(True, False), (False, True), (True, True)])
+def test_ratio_is_one_with_lora_and_gradient_checkpointing(tiny, world_records, tmp_path, lora, checkpointing):
+    """The ratio-1 invariant holds when only adapters train and the reference is the same weights with
+    the adapters off, and when the update recomputes each layer in backward (checkpointing really on:
+    a layer runs once more per gradient forward). With LoRA the base weights never move."""
+    model, tok = tiny
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model, tok = trainable_model(str(tmp_path), "cpu", torch.float32, LoraConfig(rank=4) if lora else None,
+                                 checkpointing)
+    base_before = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    ref = frozen_reference(model)
+    torch.manual_seed(0)
+    policy, batch = make_rollout(model, tok, world_records[:8], 0.7)
+    forwards = []
+    model.model.layers[0].self_attn.q_proj.register_forward_pre_hook(lambda *_: forwards.append(1))
+    cfg = PPOConfig(lr=1e-2, epochs=2, minibatch_size=4)
+    optimizer = torch.optim.AdamW([q for q in policy.parameters() if q.requires_grad], lr=cfg.lr)
+    stats = ppo_update(policy, ref, optimizer, tok, batch, cfg, 0.7, Batches(world_records, 4, random.Random(0)),
+                       torch.Generator().manual_seed(0))
+    assert abs(stats[0]["ratio"] - 1) < 1e-5 and abs(stats[0]["approx_kl"]) < 1e-6 and stats[0]["retain_kl"] < 1e-6
+    assert max(abs(s["ratio"] - 1) for s in stats[1:]) > 1e-3
+    # per step: the PPO forward and the retain forward (each recomputed once in backward when checkpointing),
+    # plus the reference's retain forward when the reference is this same model (LoRA)
+    assert len(forwards) == len(stats) * (2 * (2 if checkpointing else 1) + (1 if lora else 0))
+    after = model.state_dict()
+    if lora:
+        assert all(torch.equal(after[k], v) for k, v in base_before.items())
+        assert all(q.requires_grad == ("lora_" in n) for n, q in model.named_parameters())
 
 
 def test_ppo_losses_by_hand():

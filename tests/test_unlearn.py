@@ -184,10 +184,45 @@ def test_default_run_end_to_end(default_world):
     original = AutoModelForCausalLM.from_pretrained(world / "original")
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), original.parameters()))
     assert not [p for p in os.listdir(out.parent) if ".tmp-" in p]        # no staging leftovers
+    # where the time went: every phase of every iteration, summed in the summary and printed
+    assert set(lines[0]["seconds"]) == {"rollout", "logprobs", "scoring", "update", "retain", "greedy_check"}
+    assert summary["phase_seconds"]["update"] == pytest.approx(sum(l["seconds"]["update"] for l in lines), abs=1e-2)
+    assert "where the PPO time went: rollout" in proc.stdout
+
+
+def test_default_run_with_lora_and_gradient_checkpointing(default_world, tmp_path):
+    """--lora --gradient-checkpointing on the embedded world: on-policy first minibatch, a merged output
+    in the original's format (no adapter keys) that differs from the original only in the adapted
+    projections, and --lora-merge false writes the adapters alone, which load as the same model."""
+    cache, world, _, _ = default_world
+    out = tmp_path / "lora"
+    proc = run_python(["unlearn.py", "--out", str(out), "--iterations", "2", "--eval-every", "1", "--lora",
+                       "--lora-rank", "8", "--gradient-checkpointing", "--sample-every", "0"],
+                      env={"DAREU_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(LoRA rank 8); gradient checkpointing" in proc.stdout
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert abs(lines[0]["first_ratio"] - 1) < 1e-4 and lines[1]["kl"] != 0     # the policy moved off the reference
+    from transformers import AutoModelForCausalLM
+    merged = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    original = AutoModelForCausalLM.from_pretrained(world / "original").state_dict()
+    assert merged.keys() == original.keys()
+    changed = {k for k in merged if not torch.equal(merged[k], original[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
+                                       "gate_proj.weight", "up_proj.weight", "down_proj.weight")) for k in changed)
+    adapters = tmp_path / "adapters"
+    proc = run_python(["unlearn.py", "--out", str(adapters), "--iterations", "2", "--eval-every", "1", "--lora",
+                       "--lora-rank", "8", "--gradient-checkpointing", "--sample-every", "0", "--lora-merge", "false"],
+                      env={"DAREU_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"adapters.safetensors", "lora.json"} <= set(os.listdir(adapters))
+    from models import load_model
+    loaded = load_model(str(adapters))[0].state_dict()
+    assert all(torch.allclose(loaded[k], merged[k], atol=1e-6) for k in merged)   # the same run, merged on load
 
 
 def test_every_stage_has_help():
-    for stage in ("data.py", "rollout.py", "reward.py", "ppo.py", "finetune.py", "attribution.py",
+    for stage in ("data.py", "world.py", "rollout.py", "reward.py", "ppo.py", "finetune.py", "attribution.py",
                   "unlearn.py", "evaluate.py"):
         proc = run_python([stage, "--help"])
         assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (stage, proc.stderr[-500:])
