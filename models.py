@@ -216,14 +216,20 @@ def trainable_model(path, device, dtype, lora=None, gradient_checkpointing=False
         torch.manual_seed(seed)
         add_lora(model, lora)
     if gradient_checkpointing:
-        if not model.supports_gradient_checkpointing:
-            raise DareuError(f"--gradient-checkpointing: {type(model).__name__} does not support it")
-        enable = getattr(model, "activation_checkpointing_enable", None)   # its name from transformers 5.2x on
-        if enable:
-            enable({"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_layers(model)
     return model, tokenizer
+
+
+def checkpoint_layers(model):
+    """Gradient checkpointing, non-reentrant (a layer's frozen inputs need no grad): each decoder layer
+    keeps only its input and is recomputed in backward (dropout_off keeps it active in eval mode)."""
+    if not model.supports_gradient_checkpointing:
+        raise DareuError(f"--gradient-checkpointing: {type(model).__name__} does not support it")
+    enable = getattr(model, "activation_checkpointing_enable", None)   # its name from transformers 5.2x on
+    if enable:
+        enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def frozen_reference(model, dtype=None):
