@@ -42,7 +42,8 @@ from data import load_records, owners_of, read_json_records, split_records  # no
 from evaluate import EvalConfig, format_table, make_set, score_model, summarise  # noqa: E402
 from finetune import FinetuneConfig, finetune  # noqa: E402
 from metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
-from models import load_model  # noqa: E402
+from lora import LoraConfig, add_lora  # noqa: E402
+from models import frozen_reference, load_model  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
@@ -65,6 +66,7 @@ class BenchConfig:
     lr: float = 3e-4              # learning rate of DareU and of every baseline
     kl_coef: float = 0.05         # DareU's β
     reward_form: str = "log"      # DareU's score: "log" (log(1 − a_F + ε), best here) or "neg" (−a_F)
+    lora_rank: int = 0            # > 0: DareU and every baseline train LoRA adapters of this rank (results *_lora)
     retain_coef: float = 1.0      # DareU's λ_retain
     ppo_epochs: int = 2           # DareU's PPO epochs per rollout
     max_questions: int = 0        # per evaluation set: 0 = all
@@ -119,9 +121,12 @@ def run_methods(cfg, records, forget, folder):
     for method in cfg.methods.split(","):
         start = time.time()
         model = copy.deepcopy(original)
+        if cfg.lora_rank:
+            torch.manual_seed(cfg.seed)
+            add_lora(model, LoraConfig(rank=cfg.lora_rank))
         if method == "dareu":
             metrics_path = os.path.join(folder, "dareu_metrics.jsonl")
-            unlearn(model, tokenizer, original, classifier, forget_recs, retain_recs, forget, unlearn_cfg,
+            unlearn(model, tokenizer, frozen_reference(model), classifier, forget_recs, retain_recs, forget, unlearn_cfg,
                     RolloutConfig(max_new_tokens=64), RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), ppo_cfg,
                     EvalConfig(max_new_tokens=64), metrics_path)
             with open(metrics_path, encoding="utf-8") as f:
@@ -212,10 +217,12 @@ def main():
               "original_forget_rouge": check, "versions": versions, "rouge": ROUGE_IMPL, "ks": KS_IMPL,
               "total_seconds": round(time.time() - t0, 1), "results": results,
               "sets": {s["name"]: {"source": s["source"], "n": len(s["questions"]), "n_total": s["n_total"]} for s in sets}}
-    out = os.path.join(ROOT, "bench", "results", "tofu_mini_quick" if args.quick else "tofu_mini")
+    out = os.path.join(ROOT, "bench", "results", ("tofu_mini_quick" if args.quick else "tofu_mini")
+                       + (f"_lora{cfg.lora_rank}" if cfg.lora_rank else ""))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     header = (f"# TOFU-mini{' (quick)' if args.quick else ''}\n\n{len(owners_of(records))} TOFU authors, forgetting "
-              f"{len(forget)}; from-scratch {cfg.layers}-layer d={cfg.d_model} Llama; seed {cfg.seed}; "
+              f"{len(forget)}; from-scratch {cfg.layers}-layer d={cfg.d_model} Llama"
+              f"{f', LoRA rank {cfg.lora_rank} for every method' if cfg.lora_rank else ''}; seed {cfg.seed}; "
               f"original forget ROUGE-L {check:.3f}; classifier held-out accuracy "
               f"{built['classifier_heldout_accuracy']:.3f}; {report['total_seconds']:.0f} s in all.\n"
               f"Versions: {json.dumps(versions)}. ROUGE: {ROUGE_IMPL}. KS: {KS_IMPL}.\n\n")
