@@ -335,3 +335,27 @@ def test_retain_distillation_is_kl_of_reference_to_policy(tiny, world_records):
     assert abs(forward - reverse) > 0.05 * forward
     with torch.no_grad():
         assert retain_distillation(policy, model, tok, records).item() == pytest.approx(forward, rel=1e-4)
+
+
+def test_retain_distillation_in_small_chunks_has_the_same_value_and_gradients(tiny, world_records, monkeypatch):
+    """The float32 KL over the vocabulary in checkpointed chunks of 3 positions (recomputed in backward)
+    against one chunk: the same loss and the same gradients."""
+    import models
+    model, tok = tiny
+    policy = copy.deepcopy(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        policy.lm_head.weight.add_(0.3 * torch.randn_like(policy.lm_head.weight))
+    records = world_records[:4]
+
+    def loss_and_grads():
+        policy.zero_grad()
+        loss = retain_distillation(policy, model, tok, records)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in policy.parameters()]
+
+    whole, whole_grads = loss_and_grads()
+    monkeypatch.setattr(models, "LOGPROB_CHUNK", 3)
+    chunked, chunked_grads = loss_and_grads()
+    assert chunked == pytest.approx(whole, rel=1e-5) and whole > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(chunked_grads, whole_grads))
