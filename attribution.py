@@ -35,8 +35,9 @@ from cli import (DareuError, HelpFormatter, add_config_args, check_device, check
                  config_from_args, run_cli, write_json)
 from data import add_data_args, owners_of, read_data
 from finetune import Batches
-from models import (add_model_args, autocast, chat_ids, check_model_folder, compute_dtype, ensure_pad_token, left_pad,
-                    load_model, position_ids_from_mask, save_model, tiny_model, train_tokenizer)
+from models import (add_model_args, autocast, check_model_folder, compute_dtype, ensure_pad_token, load_model,
+                    position_ids_from_mask, save_model, tiny_model, train_tokenizer)
+from prompts import chat_ids, left_pad
 
 MASK = "[NAME]"
 # capitalised words that start questions and sentences, not names

@@ -29,8 +29,8 @@ from cli import (DareuError, HelpFormatter, add_config_args, check_device, check
 from data import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
 from metrics import (KS_IMPL, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, rouge_l_recall, truth_ratio,
                      truth_ratio_score, tug_of_war)
-from models import (add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model,
-                    prompt_ids, template_of)
+from models import add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model
+from prompts import prompt_ids, template_of
 from rollout import RolloutConfig, generate
 
 

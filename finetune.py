@@ -34,8 +34,8 @@ from cli import (SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_arg
 from data import add_data_args, owners_of, read_data, resolve_forget, split_records
 from lora import LoraConfig, lora_layers, lora_state_dict
 from models import (add_memory_args, add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype,
-                    dropout_off, frozen_reference, prompt_ids, save_model, set_template, template_of, tiny_model,
-                    train_tokenizer, trainable_model)
+                    dropout_off, frozen_reference, save_model, tiny_model, train_tokenizer, trainable_model)
+from prompts import prompt_ids, set_template, template_of
 
 OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo")
 # arguments a resumed run may change (every other one must equal the interrupted run's)

@@ -30,7 +30,7 @@ try:
 except ImportError:
     rouge_scorer = None
 try:
-    from nltk.stem.porter import PorterStemmer   # the stemmer rouge_score uses
+    from nltk.stem.porter import PorterStemmer  # the stemmer rouge_score uses
 except ImportError:
     PorterStemmer = None
 

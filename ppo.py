@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
-from models import chunked, clock, encode_qa, forward_logprobs, position_ids_from_mask
+from models import chunked, clock, forward_logprobs, position_ids_from_mask
+from prompts import encode_qa
 
 
 @dataclass

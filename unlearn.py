@@ -37,9 +37,9 @@ from evaluate import EvalConfig, evaluate_records, format_table
 from finetune import MAX_NONFINITE, Batches
 from lora import LoraConfig, lora_layers
 from models import (add_memory_args, add_model_args, autocast, check_model_folder, clock, compute_dtype, dropout_off,
-                    forward_logprobs, frozen_reference, load_model, prompt_ids, template_of, trainable_model,
-                    write_model)
+                    forward_logprobs, frozen_reference, load_model, trainable_model, write_model)
 from ppo import ADVANTAGES, PPOConfig, ppo_update
+from prompts import prompt_ids, template_of
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
 from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout
 from world import default_world

@@ -13,7 +13,7 @@ import metrics as M
 from cli import DareuError
 from conftest import TOFU, run_python
 from data import synthetic_world
-from models import encode_qa
+from prompts import encode_qa
 
 needs_tofu = pytest.mark.skipif(not os.path.isfile(os.path.join(TOFU, "forget10_perturbed.json")),
                                 reason="no TOFU folder at ../shared/data/tofu")

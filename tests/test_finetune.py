@@ -12,7 +12,6 @@ from finetune import FinetuneConfig, finetune, nll, objective_loss
 from models import answer_logprobs
 
 
-
 def test_sft_fits_the_training_answers(tiny, world_records):
     model, tok = tiny
     model = copy.deepcopy(model)

@@ -10,9 +10,9 @@ from transformers import AutoTokenizer
 from cli import DareuError
 from conftest import TOFU, TOKENIZERS
 from data import read_json_records
-from models import (PROMPT_TEMPLATES, answer_logprobs, compute_dtype, encode_qa, ensure_pad_token, forward_logprobs,
-                    load_model, position_ids_from_mask, prompt_ids, qa_ids, save_model, set_template, template_of)
-
+from models import (answer_logprobs, compute_dtype, ensure_pad_token, forward_logprobs, load_model,
+                    position_ids_from_mask, save_model)
+from prompts import PROMPT_TEMPLATES, encode_qa, prompt_ids, qa_ids, set_template, template_of
 
 # ----------------------------------------------------------------------------------------------
 # 1. Precision and loading

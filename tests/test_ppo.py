@@ -10,8 +10,9 @@ from torch.distributions import Categorical, kl_divergence
 
 from finetune import Batches
 from lora import LoraConfig
-from models import dropout_off, encode_qa, forward_logprobs, frozen_reference, trainable_model
+from models import dropout_off, forward_logprobs, frozen_reference, trainable_model
 from ppo import ADVANTAGES, PPOConfig, gae, group_advantages, ppo_losses, ppo_update, retain_distillation, whiten
+from prompts import encode_qa
 from reward import token_rewards
 from rollout import PolicyWithValue, RolloutConfig, generate
 

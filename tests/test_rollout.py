@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import encode_prompts, forward_logprobs, prompt_ids
+from models import forward_logprobs
+from prompts import encode_prompts, prompt_ids
 from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout, stop_ids, truncate_after_eos
-
 
 
 def test_truncate_after_eos_keeps_first_eos_and_masks_the_rest():
