@@ -65,7 +65,7 @@ def add_model_args(parser, template=True):
     if template:
         group.add_argument("--template", choices=list(PROMPT_TEMPLATES),
                            help="prompt template (default: the one saved with the tokenizer, else chat); see "
-                                "PROMPT_TEMPLATES in models.py")
+                                "PROMPT_TEMPLATES in prompts.py")
     return group
 
 

@@ -41,8 +41,8 @@ from cli import DareuError, add_config_args, config_from_args, run_cli  # noqa: 
 from data import load_records, owners_of, read_json_records, split_records  # noqa: E402
 from evaluate import EvalConfig, format_table, make_set, score_model, summarise  # noqa: E402
 from finetune import FinetuneConfig, finetune  # noqa: E402
-from metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
 from lora import LoraConfig, add_lora  # noqa: E402
+from metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
 from models import frozen_reference, load_model  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
