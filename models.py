@@ -50,8 +50,12 @@ def compute_dtype(name, device, train):
 
 
 def autocast(device, dtype):
-    """Run forward passes in `dtype` (weights stay as they are); a no-op for float32."""
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
+    """Run forward passes in `dtype` (weights stay as they are); a no-op for float32. Without autocast's
+    weight cache: it keeps the low-precision copy of each float32 weight for the life of the context,
+    and the stages train inside one context, so after an optimizer step the forward would still use
+    the copy of the old weights (and the cache holds a second copy of every weight)."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32,
+                          cache_enabled=False)
 
 
 def add_model_args(parser, template=True):

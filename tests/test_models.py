@@ -33,6 +33,25 @@ def test_compute_dtype_and_float32_masters(tmp_path, tiny):
     assert {p.dtype for p in frozen.parameters()} == {torch.bfloat16}
 
 
+def test_a_training_step_inside_autocast_reaches_the_next_forward():
+    """The stages train inside one autocast context: its forward must see the weights the optimizer
+    just changed (torch's autocast cache would keep serving the bf16 copy of the old ones)."""
+    from models import autocast
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=10.0)
+    x = torch.ones(1, 4)
+    outputs = []
+    with autocast("cpu", torch.bfloat16):
+        for _ in range(3):
+            out = layer(x)
+            outputs.append(out.item())
+            optimizer.zero_grad()
+            out.sum().backward()
+            optimizer.step()
+    assert outputs[0] != outputs[1] != outputs[2]
+
+
 @pytest.mark.parametrize("name", ["gpt2", "tinyllama-1.1b-chat-v1.0", "phi-3-mini-4k-instruct"])
 def test_ensure_pad_token_makes_pad_distinct_from_eos(name):
     path = os.path.join(TOKENIZERS, name)
