@@ -206,7 +206,8 @@ MUTATIONS = [
 STAGE_TESTS = {   # stage file -> the test files that import it
     "cli.py": ["tests/test_cli.py", "tests/test_checkpoints.py", "tests/test_bad_inputs.py"],
     "data.py": ["tests/test_data.py"],
-    "models.py": ["tests/test_models.py", "tests/test_rollout.py", "tests/test_finetune.py", "tests/test_evaluate.py"],
+    "models.py": ["tests/test_models.py", "tests/test_rollout.py", "tests/test_finetune.py", "tests/test_evaluate.py",
+                  "tests/test_ppo.py"],
     "prompts.py": ["tests/test_models.py", "tests/test_rollout.py"],
     "lora.py": ["tests/test_lora.py", "tests/test_models.py"],
     "finetune.py": ["tests/test_finetune.py", "tests/test_evaluate.py"],
