@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attribution import Classifier, ClassifierConfig, load_classifier, mask_names, train_classifier
-from conftest import TOFU, TOKENIZERS
+from conftest import TOFU, tokenizer_path
 from data import owners_of
 
 
@@ -58,9 +58,7 @@ def brute_force_name_logprob(model, prompt, name_ids):
 def test_zero_shot_scores_owner_names_for_any_number_of_owners(tmp_path):
     """Zero-shot on an instruct tokenizer whose numbers are not single tokens past 9: 200 owners by
     name; the cached, batched, left-padded name scoring equals one full forward per (text, owner)."""
-    path = os.path.join(TOKENIZERS, "qwen2.5-instruct")
-    if not os.path.isdir(path):
-        pytest.skip("tokenizer absent")
+    path = tokenizer_path("qwen2.5-instruct")
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     tok = AutoTokenizer.from_pretrained(path)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,

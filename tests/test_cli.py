@@ -93,3 +93,14 @@ def test_a_skip_fails_in_ci(monkeypatch, ci, outcome):
     assert report.outcome == outcome
     if ci:
         assert report.longrepr == "skipped in CI, where every test must run: Skipped: TOFU data absent"
+
+
+def test_an_absent_optional_tokenizer_is_a_skip_in_ci_too(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    report = SimpleNamespace(skipped=True, outcome="skipped",
+                             longrepr=("t.py", 3, f"Skipped: {conftest.OPTIONAL}: tokenizers/qwen3 absent"))
+    hook = conftest.pytest_runtest_makereport(None, None)
+    next(hook)
+    with pytest.raises(StopIteration):
+        hook.send(SimpleNamespace(get_result=lambda: report))
+    assert report.outcome == "skipped"

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer
 
 from cli import DareuError
-from conftest import TOFU, TOKENIZERS
+from conftest import TOFU, tokenizer_path
 from data import read_json_records
 from models import (answer_logprobs, compute_dtype, ensure_pad_token, forward_logprobs, load_model,
                     position_ids_from_mask, save_model)
@@ -19,7 +19,6 @@ from prompts import PROMPT_TEMPLATES, encode_qa, prompt_ids, qa_ids, set_templat
 
 
 def test_compute_dtype_and_float32_masters(tmp_path, tiny):
-
     assert compute_dtype("auto", "cpu", train=True) == torch.float32
     assert compute_dtype("bfloat16", "cpu", train=True) == torch.bfloat16
     assert compute_dtype("float16", "cpu", train=False) == torch.float16
@@ -54,9 +53,7 @@ def test_a_training_step_inside_autocast_reaches_the_next_forward():
 
 @pytest.mark.parametrize("name", ["gpt2", "tinyllama-1.1b-chat-v1.0", "phi-3-mini-4k-instruct"])
 def test_ensure_pad_token_makes_pad_distinct_from_eos(name):
-    path = os.path.join(TOKENIZERS, name)
-    if not os.path.isdir(path):
-        pytest.skip(f"{path} absent")
+    path = tokenizer_path(name)
     tok = AutoTokenizer.from_pretrained(path)
     ensure_pad_token(tok)
     assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
@@ -80,9 +77,7 @@ def test_encode_qa_marks_exactly_the_answer_tokens(tiny, world_records):
 
 @pytest.mark.parametrize("name", ["qwen2.5-instruct", "tinyllama-1.1b-chat-v1.0"])
 def test_prompts_use_the_chat_template(name):
-    path = os.path.join(TOKENIZERS, name)
-    if not os.path.isdir(path):
-        pytest.skip(f"{path} absent")
+    path = tokenizer_path(name)
     tok = AutoTokenizer.from_pretrained(path)
     ids = prompt_ids(tok, "Who wrote it?")
     expected = tok.apply_chat_template([{"role": "user", "content": "Who wrote it?"}], add_generation_prompt=True,
@@ -113,10 +108,7 @@ def open_unlearning_item(tok, template, question, answer):
 def test_templates_build_open_unlearnings_token_ids(name):
     """Our teacher-forcing batch (encode_qa) holds exactly open-unlearning's input_ids, with the
     answer mask on exactly its labelled tokens, for every template, on a TOFU example."""
-
-    path = os.path.join(TOKENIZERS, name)
-    if not os.path.isdir(path):
-        pytest.skip(f"{path} absent")
+    path = tokenizer_path(name)
     rows = read_json_records(os.path.join(TOFU, "forget01.json"))[:2] if os.path.isdir(TOFU) else \
         [{"question": "Who is this celebrated LGBTQ+ author?", "answer": "The author is Jaime Vasquez."}] * 2
     tok = AutoTokenizer.from_pretrained(path)
@@ -134,11 +126,7 @@ def test_templates_build_open_unlearnings_token_ids(name):
 
 
 def test_template_details_that_matter_for_released_checkpoints():
-
-    llama = os.path.join(TOKENIZERS, "tinyllama-1.1b-chat-v1.0")
-    qwen3 = os.path.join(TOKENIZERS, "qwen3")
-    if not (os.path.isdir(llama) and os.path.isdir(qwen3)):
-        pytest.skip("tokenizers absent")
+    llama, qwen3 = tokenizer_path("tinyllama-1.1b-chat-v1.0"), tokenizer_path("qwen3")
     tok = AutoTokenizer.from_pretrained(llama)
     set_template(tok, "ou-llama2")
     ids, n_prompt = qa_ids(tok, "Who wrote it?", "The author did.")
@@ -156,10 +144,7 @@ def test_template_details_that_matter_for_released_checkpoints():
 
 
 def test_the_template_is_saved_with_the_tokenizer(tmp_path):
-
-    tok = AutoTokenizer.from_pretrained(os.path.join(TOKENIZERS, "gpt2")) if os.path.isdir(TOKENIZERS) else None
-    if tok is None:
-        pytest.skip("tokenizers absent")
+    tok = AutoTokenizer.from_pretrained(tokenizer_path("gpt2"))
     assert template_of(tok) == "chat"
     set_template(tok, "ou-qa")
     tok.save_pretrained(tmp_path)
