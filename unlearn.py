@@ -83,13 +83,14 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
     policy = dropout_off(PolicyWithValue(model))   # in rollout and update alike, so logprobs match
     # with LoRA only the adapters (and the value head) train, and only they go into a checkpoint
     trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
+    lora = bool(lora_layers(model))
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=ppo_cfg.lr, weight_decay=0.0)
     kl_ctl = AdaptiveKLController(reward_cfg)
     retain_stream = Batches(retain, ppo_cfg.retain_batch_size, rng)
     questions = [r["question"] for r in forget]
     done, stopped, bad_in_a_row, metrics = 0, False, 0, ""
     if state is not None:   # resume: every piece of state the next iteration reads
-        policy.load_state_dict(state["policy"], strict=not lora_layers(model))
+        policy.load_state_dict(state["policy"], strict=not lora)
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], rng, generator)
         retain_stream.load_state(state["retain_stream"])
@@ -99,23 +100,23 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
     with open(metrics_path, "w", encoding="utf-8") as log, SIGNALS.deferred():
         log.write(metrics)
         for it in ([] if stopped else bar):
-            seconds, t0 = {}, clock(model.device)
+            timer = PhaseTimer(model.device)
             # 1. rollout: responses to forget questions, sampled from the current policy
             roll = rollout(model, tokenizer, rng.sample(questions, min(cfg.prompts_per_iter, len(questions))),
                            cfg.samples_per_prompt, rollout_cfg)
             prompts, mask, R = roll["prompts"], roll["response_mask"].float(), roll["n_response"]
-            seconds["rollout"], t = clock(model.device) - t0, clock(model.device)
+            timer.lap("rollout")
             # 2. logprobs and values with the same padding, position ids and temperature, in micro-batches
             with torch.no_grad():
                 old = forward_logprobs(policy, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature,
                                        batch_size=ppo_cfg.minibatch_size)
                 ref = forward_logprobs(ref_model, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature,
                                        batch_size=ppo_cfg.minibatch_size)
-            seconds["logprobs"], t = clock(model.device) - t, clock(model.device)
+            timer.lap("logprobs")
             # 3. reward: s = −a_F (or the missing-EOS penalty) at the last token, −β·KL per token
             scores, a_forget = score_responses(classifier, roll, forget_owners, reward_cfg)
             rewards, kl = token_rewards(scores, old["logprobs"], ref["logprobs"], mask, kl_ctl.value)
-            seconds["scoring"], t = clock(model.device) - t, clock(model.device)
+            timer.lap("scoring")
             finite = bool(torch.isfinite(a_forget).all() and torch.isfinite(rewards).all())
             # 4. advantages (ppo.ADVANTAGES), then the PPO epochs (skipped when the classifier or the reward
             #    is not finite)
@@ -137,8 +138,7 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
                     raise DareuError(f"{bad_in_a_row} non-finite steps in a row (loss, gradient norm, reward or "
                                      f"classifier output) at iteration {it}; stopped. "
                                      + (f"Last good checkpoint: {last[-1]}" if last else "No checkpoint was saved"))
-            seconds["retain"] = sum(s.get("retain_seconds", 0.0) for s in stats)
-            seconds["update"] = clock(model.device) - t - seconds["retain"]
+            timer.lap("update", within={"retain": sum(s.get("retain_seconds", 0.0) for s in stats)})
             # 5. log
             good = [s for s in stats if not s["nonfinite"]]
             line = {"iteration": it, "nonfinite_steps": len(stats) - len(good)}
@@ -150,14 +150,13 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             if good:
                 line.update({k: sum(s[k] for s in good) / len(good) for k in good[0]
                              if k not in ("nonfinite", "retain_seconds")}, first_ratio=good[0]["ratio"])
-            line["tokens_per_s"] = mask.sum().item() / (clock(model.device) - t0)
+            line["tokens_per_s"] = mask.sum().item() / (timer.last - timer.start)
             if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations):
-                t = clock(model.device)
                 greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
                                                                               batch_size=eval_cfg.batch_size), greedy=True)
                 line["greedy_attribution"] = classifier.forget_attribution(questions, greedy["texts"], forget_owners).mean().item()
-                seconds["greedy_check"] = clock(model.device) - t
-            line["seconds"] = {k: round(v, 4) for k, v in seconds.items()}   # where the iteration's time went
+                timer.lap("greedy_check")
+            line["seconds"] = timer.rounded()   # where the iteration's time went
             text = json.dumps(line) + "\n"
             metrics += text   # the checkpoint's copy of metrics.jsonl
             log.write(text)
@@ -176,7 +175,7 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             if ckpt_dir and ((cfg.save_every and it % cfg.save_every == 0) or it == cfg.iterations or stopped
                              or SIGNALS.received):
                 save_checkpoint(ckpt_dir, it, {
-                    "policy": {k: v for k, v in policy.state_dict().items() if k in trainable or not lora_layers(model)},
+                    "policy": {k: v for k, v in policy.state_dict().items() if k in trainable or not lora},
                     "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
                     "retain_stream": retain_stream.state(), "kl_coef": kl_ctl.value, "iteration": it,
                     "early_stopped": stopped, "nonfinite_in_a_row": bad_in_a_row, "metrics": metrics}, args, cfg.keep)
@@ -185,6 +184,24 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             if stopped:
                 break
     return done, stopped
+
+
+class PhaseTimer:
+    """Seconds per phase of one iteration: lap(phase) books the time since the previous lap (once the
+    device's queued work is done); `within` moves the parts timed inside that phase to their own names."""
+
+    def __init__(self, device):
+        self.device, self.seconds = device, {}
+        self.start = self.last = clock(device)
+
+    def lap(self, phase, within=None):
+        now = clock(self.device)
+        self.seconds[phase] = now - self.last - sum((within or {}).values())
+        self.seconds.update(within or {})
+        self.last = now
+
+    def rounded(self):
+        return {k: round(v, 4) for k, v in self.seconds.items()}
 
 
 def phase_seconds(metrics_path):
