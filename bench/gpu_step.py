@@ -41,39 +41,37 @@ from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
 from unlearn import UnlearnConfig, unlearn  # noqa: E402
 
-CONFIGS = {   # LlamaConfig fields of the architectures this bench builds
-    "llama2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                      num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=512, max_position_embeddings=512),
-}
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from memory import CONFIGS, load_config  # noqa: E402
 
-
-def word_tokenizer(vocab_size, owners):
+def word_tokenizer(vocab_size, records):
     """A tokenizer with a token for every id below vocab_size ("w0", "w1", …; EOS, pad and the words
     of the questions among them) plus one label token per owner for the classifier."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-    words = ["<eos>", "<pad>", "<unk>"] + sorted({w for r in synthetic_world(16) for w in r["question"].split()})
+    words = ["<eos>", "<pad>", "<unk>"] + sorted({w for r in records for w in r["question"].split()})
     words += [f"w{i}" for i in range(vocab_size - len(words))]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words[:vocab_size])}, unk_token="<unk>"))
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.WhitespaceSplit(), decoders.WordPiece(prefix="##")
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
                                         padding_side="left")
-    tokenizer.add_tokens([f"<|owner_{k}|>" for k in range(len(owners))], special_tokens=True)
+    tokenizer.add_tokens([f"<|owner_{k}|>" for k in range(len(owners_of(records)))], special_tokens=True)
     return tokenizer
 
 
-def random_model(fields, vocab_size, device, dtype, seed):
-    """A randomly initialised Llama with these configuration fields, made directly on `device` in `dtype`."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def random_model(name, device, dtype, seed, **changes):
+    """A randomly initialised model of bench/memory.py's embedded config `name` (with `changes`), made
+    directly on `device` in `dtype`; id 0 is EOS and BOS, 1 is pad (word_tokenizer's)."""
+    from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
-    config = LlamaConfig(**{**fields, "vocab_size": vocab_size}, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    config = load_config(name)
+    for field, value in dict(changes, bos_token_id=0, eos_token_id=0, pad_token_id=1).items():
+        setattr(config, field, value)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            return LlamaForCausalLM(config).eval()
+            return AutoModelForCausalLM.from_config(config).eval()
     finally:
         torch.set_default_dtype(default)
 
@@ -81,7 +79,8 @@ def random_model(fields, vocab_size, device, dtype, seed):
 def main():
     p = argparse.ArgumentParser(description="DareU iterations on a random real-architecture model: peak GPU memory "
                                             "and speed per phase.", formatter_class=HelpFormatter)
-    p.add_argument("--model-config", default="llama2-7b", choices=list(CONFIGS), help="the architecture")
+    p.add_argument("--model-config", default="llama2-7b", choices=list(CONFIGS),
+                   help="the architecture (bench/memory.py's embedded configs)")
     p.add_argument("--device", default="cuda", help="torch device")
     p.add_argument("--iterations", type=int, default=2, help="DareU iterations (the last one is reported)")
     p.add_argument("--max-new-tokens", type=int, default=107, help="rollout response length limit")
@@ -95,9 +94,8 @@ def main():
     records = synthetic_world(n_owners=16, seed=0)
     owners = owners_of(records)
     forget, retain = split_records(records, owners[-6:])
-    fields = CONFIGS[args.model_config]
-    tokenizer = word_tokenizer(fields["vocab_size"], owners)
-    model = random_model(fields, fields["vocab_size"], args.device, dtype, seed=0)
+    tokenizer = word_tokenizer(CONFIGS[args.model_config]["vocab_size"], records)
+    model = random_model(args.model_config, args.device, dtype, seed=0)
     ensure_pad_token(tokenizer, model)
     if not args.full:
         add_lora(model, LoraConfig(rank=16))
@@ -106,8 +104,8 @@ def main():
     if not args.no_checkpointing:
         checkpoint_layers(model)
     reference = frozen_reference(model, dtype)
-    clf_model = random_model(CONFIGS["tiny"] | dict(hidden_size=256, intermediate_size=512), len(tokenizer),
-                             args.device, dtype, seed=1)
+    clf_model = random_model("tiny", args.device, dtype, seed=1, hidden_size=256, intermediate_size=512,
+                             vocab_size=len(tokenizer))
     classifier = Classifier(clf_model.requires_grad_(False), tokenizer, owners,
                             tokenizer.convert_tokens_to_ids([f"<|owner_{k}|>" for k in range(len(owners))]))
     built = time.time() - start

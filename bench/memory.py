@@ -73,6 +73,8 @@ CONFIGS = {
     "qwen3-8b": dict(model_type="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
                      num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
                      max_position_embeddings=40960, tie_word_embeddings=False),
+    "tiny": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512, max_position_embeddings=512, tie_word_embeddings=False),
     "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                          max_position_embeddings=8192, tie_word_embeddings=True),
@@ -83,7 +85,7 @@ GROUPS = (("attn_in", ("q_proj", "k_proj", "v_proj")), ("o", ("o_proj",)), ("mlp
 
 @dataclass
 class MemoryConfig:
-    model_config: str = "llama2-7b"      # llama2-7b, qwen3-8b, smollm2-135m or a path to a config.json
+    model_config: str = "llama2-7b"      # llama2-7b, qwen3-8b, smollm2-135m, tiny or a config.json path
     lora: bool = False                   # LoRA adapters over a frozen base (else full fine-tuning)
     lora_rank: int = 16                  # r
     lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"   # adapted nn.Linear
@@ -344,15 +346,15 @@ def measure(spec):
     return dict(shape, peak=peak, phases=marks, response_tokens=line["response_tokens"])
 
 
-def check(mode, repo=ROOT):
-    """measure() in a subprocess running `repo`'s code, the prediction of the same settings, compared per phase."""
+def check(mode):
+    """measure() in a fresh subprocess, the prediction of the same settings, compared per phase."""
     spec = dict(CHECK, **MODES[mode], lora_rank=MemoryConfig.lora_rank)
     # glibc's malloc raises its mmap threshold (up to 32 MB) after a large block is freed, and then keeps
     # freed blocks below it in its arenas: RSS tracks the allocator, not the tensors (LoRA + checkpointing
     # measured 1.45× the prediction). A fixed threshold returns every freed block over 128 kB at once.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--measure", json.dumps(spec), "--repo", repo],
-                          capture_output=True, text=True, cwd=repo, env=env)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--measure", json.dumps(spec)],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -371,15 +373,11 @@ def check(mode, repo=ROOT):
 
 
 def main(argv=None):
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--repo", default=ROOT)
-    sys.path.insert(0, os.path.abspath(early.parse_known_args(argv)[0].repo))   # the checkout --check runs
     from cli import HelpFormatter, add_config_args, config_from_args
     p = argparse.ArgumentParser(description="Expected peak GPU memory of a DareU run, from a model config.",
                                 formatter_class=HelpFormatter)
     add_config_args(p, MemoryConfig, title="run")
     p.add_argument("--check", choices=[*MODES, "all"], help="measure one iteration on this CPU and compare")
-    p.add_argument("--repo", default=ROOT, help="the dareu checkout whose code --check runs")
     p.add_argument("--measure", help=argparse.SUPPRESS)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "memory.json"), help="JSON results")
     args = p.parse_args(argv)
@@ -394,11 +392,14 @@ def main(argv=None):
            "grid_peak_gib": grid(cfg)}
     print("  peak by mode (GiB):", ", ".join(f"{k} {v}" for k, v in run["grid_peak_gib"].items()))
     # the results file gathers runs: one entry per model and mode, one per --check mode
-    results = json.load(open(args.out, encoding="utf-8")) if os.path.isfile(args.out) else {}
+    results = {}
+    if os.path.isfile(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            results = json.load(f)
     results[f"{cfg.model_config} {'lora' if cfg.lora else 'full'}{'+ckpt' if cfg.gradient_checkpointing else ''} "
             f"{cfg.dtype}"] = run
     for mode in (MODES if args.check == "all" else [args.check] if args.check else []):
-        results[f"check {mode}"] = check(mode, os.path.abspath(args.repo))
+        results[f"check {mode}"] = check(mode)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
