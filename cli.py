@@ -103,7 +103,7 @@ def field_help(config_class):
 
 def add_config_args(parser, config_class, prefix="", title=None, also=None):
     """One --flag per field of a config dataclass, in an argument group `title`: the default is the
-    field's, the help its comment; bools take true/false. `prefix` names the flags --prefix-field
+    field's, the help its comment; a bool flag alone means true, or takes true/false. `prefix` names the flags --prefix-field
     (the dest prefix_field); `also` = {field: value} adds "embedded world: value" to the help."""
     group = parser.add_argument_group(title or config_class.__name__)
     helps = field_help(config_class)
@@ -113,9 +113,15 @@ def add_config_args(parser, config_class, prefix="", title=None, also=None):
         if also and dest in also:
             text += f"; embedded world: {also[dest]}"
         group.add_argument("--" + dest.replace("_", "-"), dest=dest, default=field.default,
-                           metavar=kind.__name__.upper(), help=text,
-                           type=(lambda s: s.lower() in ("1", "true", "yes")) if kind is bool else kind)
+                           metavar=kind.__name__.upper(), help=text, type=parse_bool if kind is bool else kind,
+                           **(dict(nargs="?", const=True) if kind is bool else {}))
     return group
+
+
+def parse_bool(text):
+    if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return text.lower() in ("1", "true", "yes")
 
 
 def config_from_args(config_class, args, prefix=""):
@@ -138,7 +144,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "<= 0": lambda v: v <= 0,
-         "in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1}
+         "in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1,
+         "-1 or in [0, 1]": lambda v: v == -1 or 0 <= v <= 1}
 
 
 def check_fields(cfg, **rules):

@@ -11,7 +11,8 @@ original model and a retain-set distillation term. Per iteration:
   2. recompute policy and reference logprobs and values over prompt+response (rollout.py),
   3. score with the classifier and build per-token rewards (reward.py),
   4. GAE, whitening, and K epochs of clipped PPO + retain distillation (ppo.py),
-  5. log one line to metrics.jsonl; optionally stop once greedy answers are no longer attributed,
+  5. log one line to metrics.jsonl; stop once greedy answers are attributed no more than the retain
+     model's are (the target), and warn when they have barely moved (the stall warning),
   6. checkpoint (every --save-every iterations, at the end, on SIGINT/SIGTERM) for --resume.
 Outputs, written to a staging folder and moved to --out at the end: the unlearned model and
 tokenizer (Hugging Face format), metrics.jsonl, summary.json. Checkpoints go to OUT.checkpoints/
@@ -50,8 +51,10 @@ class UnlearnConfig:
     iterations: int = 100            # PPO iterations (rollout + update)
     prompts_per_iter: int = 64       # forget questions sampled per iteration (all, if fewer)
     samples_per_prompt: int = 2      # responses sampled per question
-    target_attribution: float = 0.0  # > 0: stop once greedy forget answers' mean a_F is at most this
-    eval_every: int = 10             # iterations between greedy checks of the early stop
+    target_attribution: float = -1.0  # stop once greedy forget answers' mean a_F is at most this; -1: the retain level (max(2 × level, 0.15)); 0: never stop
+    require_target: bool = False     # exit non-zero, writing nothing, if the target is not reached (for scripts)
+    min_signal: float = 0.1          # refuse to start if the original's forget a_F exceeds the retain level by less (0: never refuse)
+    eval_every: int = 10             # iterations between greedy checks (early stop, stall warning)
     sample_every: int = 25           # iterations between printed (prompt, response, a_F, KL) samples
     seed: int = 0                    # sampling, shuffling and initialisation seed
     save_every: int = 0              # > 0: a checkpoint every this many iterations (always one at the end)
@@ -59,7 +62,7 @@ class UnlearnConfig:
 
     def __post_init__(self):
         check_fields(self, iterations=">= 1", prompts_per_iter=">= 1", samples_per_prompt=">= 1",
-                     target_attribution="in [0, 1]", eval_every=">= 0", sample_every=">= 0", seed=">= 0",
+                     target_attribution="-1 or in [0, 1]", min_signal="in [0, 1]", eval_every=">= 0", sample_every=">= 0", seed=">= 0",
                      save_every=">= 0", keep=">= 1")
 
 
@@ -73,8 +76,11 @@ MAY_CHANGE_ON_RESUME = ("resume", "iterations", "save_every", "keep", "sample_ev
 
 
 def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
-            ppo_cfg, eval_cfg, metrics_path, ckpt_dir=None, args=None, state=None):
-    """Run DareU's PPO on `model` in place. Returns (iterations run, early stopped?).
+            ppo_cfg, eval_cfg, metrics_path, ckpt_dir=None, args=None, state=None, target=0.0, start=None):
+    """Run DareU's PPO on `model` in place. Returns (iterations run, early stopped?, iteration of the
+    stall warning or None). Every cfg.eval_every iterations the greedy forget answers are scored: the run
+    stops once their mean a_F is at most `target` (0: never), and warns once if it has barely moved
+    from `start`, the original's value (None: no warning; see `stalled`).
     With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every iterations,
     at the end and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
     torch.manual_seed(cfg.seed)
@@ -88,13 +94,14 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
     kl_ctl = AdaptiveKLController(reward_cfg)
     retain_stream = Batches(retain, ppo_cfg.retain_batch_size, rng)
     questions = [r["question"] for r in forget]
-    done, stopped, bad_in_a_row, metrics = 0, False, 0, ""
+    done, stopped, stalled_at, bad_in_a_row, metrics = 0, False, None, 0, ""
     if state is not None:   # resume: every piece of state the next iteration reads
         policy.load_state_dict(state["policy"], strict=not lora)
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], rng, generator)
         retain_stream.load_state(state["retain_stream"])
-        kl_ctl.value, done, stopped = state["kl_coef"], state["iteration"], state["early_stopped"]
+        kl_ctl.value, done, stopped, stalled_at = (state["kl_coef"], state["iteration"], state["early_stopped"],
+                                                   state["stalled_at"])
         bad_in_a_row, metrics = state["nonfinite_in_a_row"], state["metrics"]
     bar = tqdm(range(done + 1, cfg.iterations + 1), initial=done, total=cfg.iterations, desc="DareU", dynamic_ncols=True)
     with open(metrics_path, "w", encoding="utf-8") as log, SIGNALS.deferred():
@@ -162,15 +169,23 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             log.write(text)
             log.flush()
             done = it
-            bar.set_postfix(a_F=f"{line.get('attribution', float('nan')):.3f}", skipped=line["nonfinite_steps"])
             if cfg.sample_every and it % cfg.sample_every == 0 and finite:
                 for j in range(min(2, len(prompts))):
                     tqdm.write(f"  [{it}] Q: {prompts[j]}\n       A: {roll['texts'][j]}\n"
                                f"       a_F {a_forget[j]:.3f}  KL {kl[j].sum():.2f}")
-            if cfg.target_attribution > 0 and line.get("greedy_attribution", 1.0) <= cfg.target_attribution:
-                tqdm.write(f"early stop at iteration {it}: greedy forget attribution "
-                           f"{line['greedy_attribution']:.3f} <= {cfg.target_attribution}")
+            # progress: stop once forgotten; say so once if the greedy a_F has barely moved
+            greedy_a = line.get("greedy_attribution")
+            if greedy_a is not None and target > 0 and greedy_a <= target:
+                tqdm.write(f"early stop at iteration {it}: greedy forget attribution {greedy_a:.3f} <= {target:.3f}")
                 stopped = True
+            elif greedy_a is not None and start is not None and stalled_at is None and stalled(start, greedy_a, target,
+                                                                                               it, cfg.iterations):
+                stalled_at = it
+                tqdm.write(f"warning: not forgetting: greedy forget a_F {greedy_a:.3f} after {it} of {cfg.iterations} "
+                           f"iterations (original {start:.3f}, target {target:.3f}). {knobs(ppo_cfg, reward_cfg)}")
+            bar.set_postfix(a_F=f"{line.get('attribution', float('nan')):.3f}", skipped=line["nonfinite_steps"],
+                            **({"greedy": f"{greedy_a:.3f}"} if greedy_a is not None else {}),
+                            **({"STALLED": f"since {stalled_at}"} if stalled_at else {}))
             # 6. checkpoint: every save_every iterations, at the end, and before stopping on a signal
             if ckpt_dir and ((cfg.save_every and it % cfg.save_every == 0) or it == cfg.iterations or stopped
                              or SIGNALS.received):
@@ -178,12 +193,61 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
                     "policy": {k: v for k, v in policy.state_dict().items() if k in trainable or not lora},
                     "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
                     "retain_stream": retain_stream.state(), "kl_coef": kl_ctl.value, "iteration": it,
-                    "early_stopped": stopped, "nonfinite_in_a_row": bad_in_a_row, "metrics": metrics}, args, cfg.keep)
+                    "early_stopped": stopped, "stalled_at": stalled_at, "nonfinite_in_a_row": bad_in_a_row, "metrics": metrics}, args, cfg.keep)
             if SIGNALS.received:
                 raise Interrupted(SIGNALS.received)
             if stopped:
                 break
-    return done, stopped
+    return done, stopped, stalled_at
+
+
+# the stall warning (METHOD.md §6): once this share of the iterations has run, a greedy a_F that has
+# closed less than this share of the gap from the original's value to the target
+STALL_AFTER, STALL_PROGRESS = 1 / 3, 0.1
+
+
+def stalled(start, now, target, it, iterations):
+    """Not forgetting: it ≥ STALL_AFTER·iterations and start − now < STALL_PROGRESS·(start − target)."""
+    return it >= STALL_AFTER * iterations and start - now < STALL_PROGRESS * (start - target)
+
+
+def knobs(ppo_cfg, reward_cfg):
+    """What to change when a run does not forget."""
+    return (f"Knobs: a larger --lr (now {ppo_cfg.lr:g}), a smaller --kl-coef (now {reward_cfg.kl_coef:g}), more --epochs "
+            f"(now {ppo_cfg.epochs}) or --iterations, or a stronger classifier")
+
+
+def resolve_target(cfg, results):
+    """(target, retain level, where the level comes from) (METHOD.md §6). The retain level is the a_F of
+    answers that carry no forget owner's information: the retain model's greedy forget answers, or,
+    without one, the original's answers to the other owners' questions. The target is
+    --target-attribution when given, else max(2 × level, 0.15): a classifier's a_F on unattributable
+    answers is noisy, and the floor keeps a near-zero level from asking for more than forgetting."""
+    level, source = ((results["retain"]["forget_attribution"], "the retain model's forget answers")
+                     if "retain" in results else
+                     (results["original"]["retain_attribution"], "the original's answers to other owners' questions"))
+    return (max(2 * level, 0.15) if cfg.target_attribution < 0 else cfg.target_attribution), level, source
+
+
+def check_signal(model, tokenizer, questions, results, level, source, cfg, rollout_cfg, eval_cfg):
+    """Before PPO: how many of the original's greedy forget answers fit the rollout length (the rest would
+    earn the missing-EOS penalty), and whether the classifier tells them from the retain level at all.
+    Refuses (DareuError) when the gap is under cfg.min_signal: the reward would carry no signal.
+    Returns (share of answers that fit, a_F of the original's forget answers)."""
+    greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=rollout_cfg.max_new_tokens,
+                                                                  batch_size=eval_cfg.batch_size), greedy=True)
+    fits, original = greedy["has_eos"].float().mean().item(), results["original"]["forget_attribution"]
+    print(f"{fits:.0%} of the original's greedy forget answers end within the rollout length "
+          f"({rollout_cfg.max_new_tokens} tokens)" + ("" if fits >= 0.9 else
+                                                      "; warning: the rest earn the missing-EOS penalty, whatever "
+                                                      "they say: raise --max-new-tokens"))
+    print(f"classifier: forget a_F {original:.3f} on the original's answers, {level:.3f} on {source}")
+    if original - level < cfg.min_signal:
+        raise DareuError(f"the classifier cannot tell the original's forget answers (a_F {original:.3f}) from "
+                         f"{source} ({level:.3f}): a gap under --min-signal {cfg.min_signal:g}, so the reward would "
+                         f"carry no signal. Train a stronger classifier (attribution.py: a pretrained --base, more "
+                         f"--epochs) or pass --min-signal 0 to run anyway")
+    return fits, original
 
 
 class PhaseTimer:
@@ -245,6 +309,8 @@ def main(argv=None):
     cfg, rollout_cfg, reward_cfg, ppo_cfg = (config_from_args(c, args) for c in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig))
     eval_cfg = config_from_args(EvalConfig, args, prefix="eval")
     lora_cfg = config_from_args(LoraConfig, args, prefix="lora") if args.lora else None
+    if cfg.require_target and cfg.target_attribution == 0:
+        raise DareuError("--require-target needs a target: --target-attribution -1 (the retain level) or a value > 0")
     if ppo_cfg.advantage == "group" and cfg.samples_per_prompt < 2:
         raise DareuError("--advantage group compares the samples of each prompt: give --samples-per-prompt 2 or more")
     check_device(args.device)
@@ -296,19 +362,38 @@ def main(argv=None):
             results["retain"] = evaluate_records(retain_model, retain_tok, forget, retain, eval_cfg, classifier,
                                                  forget_owners)
             del retain_model
+        # 3. the target (the retain level), and a refusal when the classifier cannot tell forgetting apart
+        target, level, source = resolve_target(cfg, results)
+        fits, start_a = check_signal(model, tokenizer, [r["question"] for r in forget], results, level, source, cfg,
+                                     rollout_cfg, eval_cfg)
+        print(f"target: greedy forget a_F <= {target:.3f}" + (" (none: --target-attribution 0)" if target == 0 else
+                                                              f" (the retain level {level:.3f})"
+                                                              if cfg.target_attribution < 0 else ""))
 
-        # 3. unlearn, writing into a staging folder that becomes --out only when complete
+        # 4. unlearn, writing into a staging folder that becomes --out only when complete
         stage = staging_dir(args.out)
         try:
-            iterations, stopped = unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg,
-                                          rollout_cfg, reward_cfg, ppo_cfg, eval_cfg, os.path.join(stage, "metrics.jsonl"),
-                                          ckpt_dir, given, load_state(resume) if resume else None)
+            iterations, stopped, stalled_at = unlearn(
+                model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
+                ppo_cfg, eval_cfg, os.path.join(stage, "metrics.jsonl"), ckpt_dir, given,
+                load_state(resume) if resume else None, target=target, start=start_a)
             results["unlearned"] = evaluate_records(model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)
+            final_a = results["unlearned"]["forget_attribution"]
+            reached = final_a <= target if target > 0 else None
+            if cfg.require_target and not reached:
+                if ckpt_dir:
+                    shutil.rmtree(ckpt_dir, ignore_errors=True)
+                raise DareuError(f"target not reached (--require-target): greedy forget a_F {final_a:.3f} > "
+                                 f"{target:.3f} after {iterations} iterations; nothing written. "
+                                 f"{knobs(ppo_cfg, reward_cfg)}")
             write_model(model, tokenizer, stage, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
             phases = phase_seconds(os.path.join(stage, "metrics.jsonl"))
             columns = list(results)
             summary = {m: {c: results[c][m] for c in columns} for m in REPORT}
             summary.update(forget_owners=forget_owners, iterations=iterations, early_stopped=stopped,
+                           target=dict(attribution=target, reached=reached, stalled_at=stalled_at, retain_level=level,
+                                       level_from=source, original=start_a),
+                           rollout_fits=fits,
                            seconds=round(time.time() - start, 1), model=args.model, classifier=args.classifier,
                            retain_model=args.retain_model, data=args.data, template=template_of(tokenizer),
                            rollout_max_new_tokens=rollout_cfg.max_new_tokens, dtype=str(dtype).replace("torch.", ""),
@@ -323,6 +408,11 @@ def main(argv=None):
             raise
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print(format_table({m: summary[m] for m in REPORT}, columns))
+    if reached is not None:
+        print(f"target greedy forget a_F <= {target:.3f}: " + ("reached" if reached else
+                                                               f"NOT reached ({final_a:.3f}). {knobs(ppo_cfg, reward_cfg)}"))
+    if stalled_at:
+        print(f"warning: the greedy forget a_F had barely moved at iteration {stalled_at} (the stall warning)")
     total = sum(phases.values()) or 1.0
     print("where the PPO time went: " + ", ".join(f"{k} {v:.0f} s ({v / total:.0%})" for k, v in phases.items()))
     print(f"saved the unlearned model, metrics.jsonl and summary.json to {args.out} ({summary['seconds']:.0f} s)")

@@ -72,7 +72,11 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     ("unlearn", ["--max-new-tokens", "-1"], "--max-new-tokens must be >= 0"),   # 0: fit to the data
     ("unlearn", ["--prompts-per-iter", "0"], "--prompts-per-iter must be >= 1"),
     ("unlearn", ["--samples-per-prompt", "0"], "--samples-per-prompt must be >= 1"),
-    ("unlearn", ["--target-attribution", "1.5"], "--target-attribution must be in [0, 1]"),
+    ("unlearn", ["--target-attribution", "1.5"], "--target-attribution must be -1 or in [0, 1]"),
+    ("unlearn", ["--target-attribution", "-0.5"], "--target-attribution must be -1 or in [0, 1]"),
+    ("unlearn", ["--min-signal", "2"], "--min-signal must be in [0, 1]"),
+    ("unlearn", ["--require-target", "--target-attribution", "0"], "--require-target needs a target"),
+    ("unlearn", ["--require-target", "maybe"], "'maybe' is not true or false"),
     ("unlearn", ["--eps", "0"], "--eps must be > 0"),
     ("unlearn", ["--missing-eos-penalty", "0.5"], "--missing-eos-penalty must be <= 0"),
     ("unlearn", ["--target-kl", "-1"], "--target-kl must be >= 0"),
@@ -198,6 +202,8 @@ def test_the_catalogue_covers_every_stage_and_numeric_field():
     for config in (FinetuneConfig, ClassifierConfig, RolloutConfig, RewardConfig, PPOConfig, UnlearnConfig, EvalConfig):
         config()   # the defaults pass
         for f in fields(config):
+            if type(f.default) is bool:   # a switch has no out-of-range value (its parser refuses words)
+                continue
             bad = {float: float("nan"), int: -10**9, str: "no such choice"}[type(f.default)]
             with pytest.raises(DareuError, match="--" + f.name.replace("_", "-")):
                 config(**{f.name: bad})

@@ -29,7 +29,7 @@ class LengthClassifier:
         return torch.tensor([min(1.0, len(r) / 40) if self.constant is None else self.constant for r in responses])
 
 
-def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target_attribution=0.0, advantage="gae",
+def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target=0.0, start=None, advantage="gae",
              **reward):
     """unlearn() for a few iterations on a copy of the tiny model. Returns (policy model, reference,
     configs, metrics lines, result)."""
@@ -38,13 +38,12 @@ def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target_att
     ref = copy.deepcopy(model).requires_grad_(False)
     forget, retain = split_records(world_records, owners_of(world_records)[:1])
     cfgs = dict(cfg=unlearn.UnlearnConfig(iterations=iterations, prompts_per_iter=4, samples_per_prompt=2,
-                                          target_attribution=target_attribution,
-                                          eval_every=1 if target_attribution else 0, sample_every=0),
+                                          eval_every=1 if target or start else 0, sample_every=0),
                 rollout_cfg=RolloutConfig(temperature=0.7, max_new_tokens=6), reward_cfg=RewardConfig(**reward),
                 ppo_cfg=PPOConfig(advantage=advantage, lr=3e-3, epochs=2, minibatch_size=4, retain_batch_size=4),
                 eval_cfg=EvalConfig(max_new_tokens=4, batch_size=8))
     result = unlearn.unlearn(model, tok, ref, classifier, forget, retain, owners_of(forget),
-                             metrics_path=tmp_path / "m.jsonl", **cfgs)
+                             metrics_path=tmp_path / "m.jsonl", target=target, start=start, **cfgs)
     lines = [json.loads(l) for l in (tmp_path / "m.jsonl").read_text().splitlines()]
     return model, ref, cfgs, lines, result
 
@@ -84,7 +83,7 @@ def test_loop_wiring_observed_at_the_update(tiny, world_records, tmp_path, monke
     ref_before = copy.deepcopy(tiny[0].state_dict())
     model, ref, cfgs, lines, result = run_loop(tiny, world_records, tmp_path, clf, iterations=3,
                                                kl_coef=0.1, target_kl=0.5, kl_horizon=16)
-    assert result == (3, False) and [l["iteration"] for l in lines] == [1, 2, 3] and len(calls) == 3
+    assert result == (3, False, None) and [l["iteration"] for l in lines] == [1, 2, 3] and len(calls) == 3
     reward_cfg, n = cfgs["reward_cfg"], 8                       # 4 prompts × 2 samples per iteration
     beta, seq_kls = reward_cfg.kl_coef, []
     for call, line in zip(calls, lines):
@@ -138,7 +137,7 @@ def test_group_advantages_switch_off_the_value_head(tiny, world_records, tmp_pat
     clf = LengthClassifier()
     model, ref, cfgs, lines, result = run_loop(tiny, world_records, tmp_path, clf, iterations=2, advantage="group",
                                                kl_coef=0.1)
-    assert result == (2, False)
+    assert result == (2, False, None)
     for call, line in zip(calls, lines):
         batch, mask = call["batch"], call["batch"]["response_mask"]
         assert batch["returns"] is None and batch["prompt_index"].tolist() == [0, 1, 2, 3] * 2
@@ -150,12 +149,65 @@ def test_group_advantages_switch_off_the_value_head(tiny, world_records, tmp_pat
     assert (calls[-1]["now"]["values"] == 0).all()   # the zero-initialised value head never trained
 
 
-@pytest.mark.parametrize("attribution,expected", [(0.1, (1, True)), (0.9, (2, False))])
+@pytest.mark.parametrize("attribution,expected", [(0.1, (1, True, None)), (0.9, (2, False, None))])
 def test_early_stop_once_greedy_answers_are_not_attributed(tiny, world_records, tmp_path, attribution, expected):
     *_, lines, result = run_loop(tiny, world_records, tmp_path, LengthClassifier(attribution), iterations=2,
-                                 target_attribution=0.5)
+                                 target=0.5)
     assert result == expected and len(lines) == expected[0]
     assert lines[0]["greedy_attribution"] == pytest.approx(attribution)
+
+
+def test_stall_rule_by_hand():
+    """Stalled once a third of the iterations ran and under a tenth of the gap start → target is closed."""
+    assert unlearn.stalled(0.95, 0.90, 0.15, it=10, iterations=30)        # moved 0.05 < 0.08
+    assert not unlearn.stalled(0.95, 0.86, 0.15, it=10, iterations=30)    # moved 0.09 >= 0.08
+    assert not unlearn.stalled(0.95, 0.95, 0.15, it=9, iterations=30)     # too early to say
+    assert unlearn.stalled(0.95, 0.96, 0.0, it=30, iterations=30)         # a_F went up, no target
+
+
+@pytest.mark.parametrize("attribution,stalled_at", [(0.9, 1), (0.5, None)])
+def test_stall_warning_in_the_loop(tiny, world_records, tmp_path, capsys, attribution, stalled_at):
+    """A greedy a_F that barely moved from the original's (0.95 → 0.9, target 0.15) is flagged at the
+    first check past a third of the run, once; one that moved (→ 0.5) is not. Both run to the end."""
+    *_, lines, result = run_loop(tiny, world_records, tmp_path, LengthClassifier(attribution), iterations=3,
+                                 target=0.15, start=0.95)
+    assert result == (3, False, stalled_at) and len(lines) == 3
+    printed = capsys.readouterr()
+    assert printed.out.count("warning: not forgetting") == (stalled_at is not None)   # tqdm.write
+    assert ("STALLED=since 1" in printed.err) == (stalled_at is not None)              # the progress bar
+
+
+def test_target_is_the_retain_level():
+    """max(2 × level, 0.15), the level from the retain model when given, else from the original's answers
+    to other owners' questions; an explicit target wins."""
+    cfg = unlearn.UnlearnConfig()
+    original = {"forget_attribution": 0.9, "retain_attribution": 0.02}
+    assert unlearn.resolve_target(cfg, {"original": original, "retain": {"forget_attribution": 0.2}})[:2] == (0.4, 0.2)
+    assert unlearn.resolve_target(cfg, {"original": original, "retain": {"forget_attribution": 0.01}})[:2] == (0.15, 0.01)
+    assert unlearn.resolve_target(cfg, {"original": original})[:2] == (0.15, 0.02)
+    explicit = unlearn.UnlearnConfig(target_attribution=0.3)
+    assert unlearn.resolve_target(explicit, {"original": original})[0] == 0.3
+
+
+def test_signal_check_counts_answers_that_fit_and_refuses_a_blind_classifier(default_world, capsys):
+    """The share of greedy forget answers ending within the rollout length (the embedded world's original
+    answers in about 20 tokens: none fit in 1, all in 64), and a refusal when a_F on the original's forget
+    answers is within --min-signal of the retain level."""
+    from models import load_model
+    _, world, _, _ = default_world
+    model, tok = load_model(str(world / "original"))
+    questions = [json.loads(line)["question"] for line in (world / "records.jsonl").read_text().splitlines()[:6]]
+    cfg, eval_cfg = unlearn.UnlearnConfig(min_signal=0.1), EvalConfig(batch_size=4)
+    results = {"original": {"forget_attribution": 0.9}}
+    fits, start = unlearn.check_signal(model, tok, questions, results, 0.1, "x", cfg, RolloutConfig(max_new_tokens=64),
+                                       eval_cfg)
+    assert (fits, start) == (1.0, 0.9)
+    fits, _ = unlearn.check_signal(model, tok, questions, results, 0.1, "x", cfg, RolloutConfig(max_new_tokens=1),
+                                   eval_cfg)
+    assert fits == 0 and "warning: the rest earn the missing-EOS penalty" in capsys.readouterr().out
+    with pytest.raises(unlearn.DareuError, match="cannot tell the original's forget answers"):
+        unlearn.check_signal(model, tok, questions, {"original": {"forget_attribution": 0.55}}, 0.5, "x", cfg,
+                             RolloutConfig(max_new_tokens=8), eval_cfg)
 
 
 def test_default_run_end_to_end(default_world):
@@ -219,6 +271,36 @@ def test_default_run_with_lora_and_gradient_checkpointing(default_world, tmp_pat
     from models import load_model
     loaded = load_model(str(adapters))[0].state_dict()
     assert all(torch.allclose(loaded[k], merged[k], atol=1e-6) for k in merged)   # the same run, merged on load
+
+
+def test_a_run_that_does_not_forget_says_so_and_writes_nothing_when_asked(default_world, tmp_path):
+    """A learning rate too small to forget: the stall warning on the way, and with --require-target an exit
+    with one error line (after the progress bar) naming the knobs, and no output, staging or checkpoint
+    left behind. A classifier asked for more signal than it has (--min-signal 0.999 > the world's gap of
+    0.99) is refused before PPO, writing nothing either."""
+    cache, _, _, _ = default_world
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    proc = run_python(["unlearn.py", "--out", str(runs / "stalled"), "--lr", "1e-9", "--iterations", "3",
+                       "--eval-every", "1", "--sample-every", "0", "--require-target"], env={"DAREU_CACHE": str(cache)})
+    error = last_line_error(proc)
+    assert "target not reached" in error and "a larger --lr (now 1e-09)" in error
+    assert "warning: not forgetting" in proc.stdout and "STALLED=since 1" in proc.stderr
+    assert os.listdir(runs) == []
+    proc = run_python(["unlearn.py", "--out", str(runs / "blind"), "--iterations", "1", "--min-signal", "0.999"],
+                      env={"DAREU_CACHE": str(cache)})
+    error = last_line_error(proc)
+    assert "cannot tell the original's forget answers" in error and "--min-signal 0.999" in error
+    assert "classifier: forget a_F 0.99" in proc.stdout and os.listdir(runs) == []
+    assert "DareU" not in proc.stderr   # refused before the PPO loop's progress bar
+
+
+def last_line_error(proc):
+    """A failure after work began (progress bars on stderr): one `error:` line, the last, no traceback."""
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0], proc.stderr[-2000:]
+    return errors[0]
 
 
 def test_every_stage_has_help():
