@@ -218,6 +218,9 @@ def test_default_run_end_to_end(default_world):
         assert {"original", "unlearned", "retain"} <= set(summary[key])
         assert all(0 <= v <= 1 for v in summary[key].values())
     assert summary["seconds"] > 0 and summary["iterations"] == 2
+    # the target is the retain level (METHOD.md §6), not reached in 2 iterations; the rollout length fits
+    assert summary["target"]["attribution"] == max(2 * summary["forget_attribution"]["retain"], 0.15)
+    assert summary["target"]["reached"] is False and summary["rollout_fits"] == 1.0
     # the classifier attributes the original model's forget answers to F, the retain model's not
     assert summary["forget_attribution"]["original"] > 0.8
     assert summary["forget_attribution"]["retain"] < 0.3
@@ -277,7 +280,7 @@ def test_a_run_that_does_not_forget_says_so_and_writes_nothing_when_asked(defaul
     """A learning rate too small to forget: the stall warning on the way, and with --require-target an exit
     with one error line (after the progress bar) naming the knobs, and no output, staging or checkpoint
     left behind. A classifier asked for more signal than it has (--min-signal 0.999 > the world's gap of
-    0.99) is refused before PPO, writing nothing either."""
+    0.99) is refused before PPO, writing nothing either; a target any answer meets is reached and written."""
     cache, _, _, _ = default_world
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -293,6 +296,16 @@ def test_a_run_that_does_not_forget_says_so_and_writes_nothing_when_asked(defaul
     assert "cannot tell the original's forget answers" in error and "--min-signal 0.999" in error
     assert "classifier: forget a_F 0.99" in proc.stdout and os.listdir(runs) == []
     assert "DareU" not in proc.stderr   # refused before the PPO loop's progress bar
+    # a target any answer meets: reached at the first check, the run stops and writes its output
+    proc = run_python(["unlearn.py", "--out", str(runs / "met"), "--iterations", "3", "--eval-every", "1",
+                       "--sample-every", "0", "--require-target", "--target-attribution", "1"],
+                      env={"DAREU_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((runs / "met" / "summary.json").read_text())
+    assert summary["iterations"] == 1 and summary["early_stopped"]
+    assert summary["target"]["attribution"] == 1 and summary["target"]["reached"] is True
+    assert summary["target"]["retain_level"] == pytest.approx(summary["forget_attribution"]["retain"])
+    assert "target greedy forget a_F <= 1.000: reached" in proc.stdout
 
 
 def last_line_error(proc):
