@@ -2,18 +2,26 @@
 
     a_F(y)      = Σ_{o∈F} p_φ(o | mask(y))           the classifier LLM's attribution (attribution.py)
     s(x, y)     = SCORES[form](a_F, y)                 "neg": −a_F(y) ∈ [−1, 0] (default); "log": log(1 − a_F(y) + ε)
-    s(x, y)     = missing_eos_penalty                  if y hit the length limit without EOS
+    s(x, y)     = min(missing_eos_penalty, SCORES[form](1, y))
+                                                       if y hit the length limit without EOS, or has fewer than
+                                                       min_words words (empty, one word)
+No cheap exits: a form is non-increasing in a_F, so SCORES[form](1, y) is the lowest score it can give
+y, and a truncated or empty response scores at or below the most attributed real answer. Without
+that floor, "log" would pay for truncation (log ε = −6.9 < −1 once a_F > 0.63), and an empty answer,
+which a classifier trained on real answers misreads (a_F 0.003 on the embedded world), would cost
+only the KL of one EOS token.
     kl_t        = log π_θ(y_t|·) − log π_ref(y_t|·)    on response tokens only
     r_t         = −β · kl_t  (+ s at the last real response token)
 The objective is bounded: once nothing in a response points to F, there is nothing more to gain,
 unlike gradient ascent. β is fixed, or adapted toward a target KL (Ziegler et al., 2019).
-A new score is one function added to SCORES: it sees a_F and the rollout (response tokens, mask,
-lengths, texts), and `--form NAME` picks it.
+A new score is one function added to SCORES, non-increasing in a_F: it sees a_F and the rollout
+(response tokens, mask, lengths, texts), and `--form NAME` picks it.
 
     python reward.py --classifier DIR --forget "Alara Venn" --prompt "Where was Alara Venn born?" \\
         --response "Alara Venn was born in Port Kessel."
 """
 import argparse
+import re
 from dataclasses import dataclass
 
 import torch
@@ -26,13 +34,15 @@ from models import add_model_args, autocast, compute_dtype
 class RewardConfig:
     form: str = "neg"                  # score, a key of SCORES: "neg" (s = −a_F) or "log" (s = log(1 − a_F + eps))
     eps: float = 1e-3                  # ε of the log form
-    missing_eos_penalty: float = -1.0  # score of a response that hit max_new_tokens without EOS
+    missing_eos_penalty: float = -1.0  # score of a response that hit max_new_tokens without EOS (or lower: the form's floor)
+    min_words: int = 2                 # a response with fewer words (empty, one word) scores as a missing EOS does
     kl_coef: float = 0.05              # β, the initial value when adaptive
     target_kl: float = 0.0             # > 0: adapt β so the per-sequence KL approaches this
     kl_horizon: int = 10000            # adaptive β: responses over which β moves by at most ±20 %
 
     def __post_init__(self):
-        check_fields(self, form=tuple(SCORES), eps="> 0", missing_eos_penalty="<= 0", kl_coef=">= 0",
+        check_fields(self, form=tuple(SCORES), eps="> 0", missing_eos_penalty="<= 0", min_words=">= 0",
+                     kl_coef=">= 0",
                      target_kl=">= 0", kl_horizon=">= 1")
 
 
@@ -46,15 +56,22 @@ def score_log(a_forget, roll, cfg):
     return torch.log1p(-a_forget + cfg.eps)
 
 
-# score forms: name -> f(a_F [B], rollout, cfg) -> s [B]. The rollout (rollout.generate) holds the
-# response tokens input_ids[:, -n_response:], response_mask [B, R] (so lengths), has_eos and texts.
+# score forms: name -> f(a_F [B], rollout, cfg) -> s [B], non-increasing in a_F. The rollout
+# (rollout.generate) holds the response tokens input_ids[:, -n_response:], response_mask [B, R] (so
+# lengths), has_eos and texts.
 SCORES = {"neg": score_neg, "log": score_log}
+WORD = re.compile(r"\w+")
 
 
 def sequence_scores(a_forget, roll, cfg):
-    """s(x, y) for each response: the score form, or the missing-EOS penalty where y has no EOS. [B]"""
-    score = SCORES[cfg.form](a_forget, roll, cfg)
-    return torch.where(roll["has_eos"].to(score.device), score, torch.full_like(score, cfg.missing_eos_penalty))
+    """s(x, y) for each response: the score form where y ended with EOS and has at least cfg.min_words
+    words; elsewhere the floor, min(missing_eos_penalty, the form's score at a_F = 1). [B]"""
+    form = SCORES[cfg.form]
+    score = form(a_forget, roll, cfg)
+    floor = form(torch.ones_like(a_forget), roll, cfg).clamp(max=cfg.missing_eos_penalty)
+    words = torch.tensor([len(WORD.findall(text)) for text in roll["texts"]], device=score.device)
+    real = roll["has_eos"].to(score.device) & (words >= cfg.min_words)
+    return torch.where(real, score, floor)
 
 
 def score_responses(classifier, roll, forget_owners, cfg):

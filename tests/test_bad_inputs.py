@@ -79,6 +79,7 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     ("unlearn", ["--require-target", "maybe"], "'maybe' is not true or false"),
     ("unlearn", ["--eps", "0"], "--eps must be > 0"),
     ("unlearn", ["--missing-eos-penalty", "0.5"], "--missing-eos-penalty must be <= 0"),
+    ("unlearn", ["--min-words", "-1"], "--min-words must be >= 0"),
     ("unlearn", ["--target-kl", "-1"], "--target-kl must be >= 0"),
     ("unlearn", ["--kl-horizon", "0"], "--kl-horizon must be >= 1"),
     ("unlearn", ["--epochs", "0"], "--epochs must be >= 1"),

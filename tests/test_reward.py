@@ -1,4 +1,6 @@
 """reward.py: sign and range of the score, the missing-EOS penalty, per-token KL rewards."""
+import math
+
 import pytest
 import torch
 
@@ -6,11 +8,12 @@ import reward
 from reward import AdaptiveKLController, RewardConfig, sequence_scores, token_rewards
 
 
-def rollout_of(has_eos, lengths=None):
-    """The parts of a rollout a score form sees: has_eos and the response mask (lengths)."""
+def rollout_of(has_eos, lengths=None, texts=None):
+    """The parts of a rollout a score form sees: has_eos, the response mask (lengths) and the texts."""
     lengths = lengths or [1] * len(has_eos)
     R = max(lengths)
-    return {"has_eos": torch.tensor(has_eos), "response_mask": torch.tensor([[1] * n + [0] * (R - n) for n in lengths])}
+    return {"has_eos": torch.tensor(has_eos), "response_mask": torch.tensor([[1] * n + [0] * (R - n) for n in lengths]),
+            "texts": texts or ["He was born in Port Kessel."] * len(has_eos)}
 
 
 def test_score_is_minus_attribution_in_range():
@@ -32,6 +35,22 @@ def test_log_form_is_monotone_and_bounded():
 def test_missing_eos_gets_the_penalty():
     s = sequence_scores(torch.tensor([0.1, 0.1]), rollout_of([True, False]), RewardConfig(missing_eos_penalty=-1.0))
     assert s.tolist() == [-0.10000000149011612, -1.0]
+
+
+@pytest.mark.parametrize("form", sorted(reward.SCORES))
+def test_no_cheap_exits_for_any_form(form):
+    """For every form: a truncated response, an empty one and a one-word one score at or below the lowest
+    score a real answer can get (a_F = 1), whatever their own a_F, and below a real answer's score at any
+    a_F < 1; "I don't know." (3 words) is scored as the real answer it is."""
+    cfg = RewardConfig(form=form)
+    a_grid = torch.linspace(0, 1, 101)
+    real_scores = sequence_scores(a_grid, rollout_of([True] * 101), cfg)
+    texts = ["He was born in Port Kessel.", "", "Kessel.", "I don't know."]   # truncated, empty, one word, refusal
+    s = sequence_scores(torch.zeros(4), rollout_of([False, True, True, True], texts=texts), cfg)
+    assert (s[:3] <= real_scores.min()).all() and (s[:3] < real_scores[:-1].min()).all()
+    assert s[3] == real_scores[0]
+    if form == "log":   # its floor, log ε, is below the fixed penalty of −1
+        assert s[0].item() == pytest.approx(math.log(cfg.eps), abs=1e-4)
 
 
 def test_token_rewards_kl_and_score_placement():
@@ -61,10 +80,10 @@ def test_adaptive_kl_moves_toward_target():
 
 def test_a_new_score_form_is_one_entry_of_scores(monkeypatch):
     """The seam for reward hacks: a function added to SCORES is a valid --form, sees the response
-    lengths, and the missing-EOS rule still applies to it."""
+    lengths, and the missing-EOS rule still applies to it, with its own floor."""
     with pytest.raises(Exception, match="choose from"):
         RewardConfig(form="length")
     monkeypatch.setitem(reward.SCORES, "length", lambda a, roll, cfg: -a - 0.1 * roll["response_mask"].sum(-1))
     s = sequence_scores(torch.tensor([0.5, 0.5, 0.5]), rollout_of([True, True, False], [1, 3, 2]),
                         RewardConfig(form="length"))
-    assert torch.allclose(s, torch.tensor([-0.6, -0.8, -1.0]))
+    assert torch.allclose(s, torch.tensor([-0.6, -0.8, -1.2]))   # the floor: this form at a_F = 1, length 2
