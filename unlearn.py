@@ -68,7 +68,7 @@ class UnlearnConfig:
 
 # The embedded default (world.py): knobs that suit its tiny from-scratch model (explicit flags still
 # win; --help shows them as "embedded world: ...").
-WORLD_DEFAULTS = dict(lr=1e-4, kl_coef=0.1, epochs=2, iterations=60, eval_every=5, max_new_tokens=32,
+WORLD_DEFAULTS = dict(kl_coef=0.1, epochs=2, iterations=60, eval_every=5, max_new_tokens=32,
                       eval_max_new_tokens=48)
 REPORT = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_prob", "retain_prob")
 # arguments a resumed run may change (every other one must equal the interrupted run's)

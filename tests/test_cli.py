@@ -62,8 +62,8 @@ def test_unlearn_flags_are_grouped_with_the_config_comments_and_the_embedded_wor
     assert groups["PPO (ppo.py)"] == list(ppo.PPOConfig.__dataclass_fields__)
     assert groups["reward (reward.py)"] == list(reward.RewardConfig.__dataclass_fields__)
     assert groups["report (evaluate.py)"] == [f"eval_{f}" for f in evaluate.EvalConfig.__dataclass_fields__]
-    lr = next(a for a in parser._actions if a.dest == "lr")
-    assert lr.help.startswith(field_help(ppo.PPOConfig)["lr"]) and lr.help.endswith("embedded world: 0.0001")
+    kl_coef = next(a for a in parser._actions if a.dest == "kl_coef")
+    assert kl_coef.help.startswith(field_help(reward.RewardConfig)["kl_coef"]) and kl_coef.help.endswith("embedded world: 0.1")
     # the comment is the help, and both say which functions a table offers
     advantage = next(a for a in parser._actions if a.dest == "advantage")
     assert all(f'"{name}"' in advantage.help for name in ppo.ADVANTAGES)
