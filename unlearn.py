@@ -62,8 +62,8 @@ class UnlearnConfig:
 
     def __post_init__(self):
         check_fields(self, iterations=">= 1", prompts_per_iter=">= 1", samples_per_prompt=">= 1",
-                     target_attribution="-1 or in [0, 1]", min_signal="in [0, 1]", eval_every=">= 0", sample_every=">= 0", seed=">= 0",
-                     save_every=">= 0", keep=">= 1")
+                     target_attribution="-1 or in [0, 1]", min_signal="in [0, 1]", eval_every=">= 0",
+                     sample_every=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
 
 
 # The embedded default (world.py): knobs that suit its tiny from-scratch model (explicit flags still
@@ -193,7 +193,8 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
                     "policy": {k: v for k, v in policy.state_dict().items() if k in trainable or not lora},
                     "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
                     "retain_stream": retain_stream.state(), "kl_coef": kl_ctl.value, "iteration": it,
-                    "early_stopped": stopped, "stalled_at": stalled_at, "nonfinite_in_a_row": bad_in_a_row, "metrics": metrics}, args, cfg.keep)
+                    "early_stopped": stopped, "stalled_at": stalled_at, "nonfinite_in_a_row": bad_in_a_row,
+                    "metrics": metrics}, args, cfg.keep)
             if SIGNALS.received:
                 raise Interrupted(SIGNALS.received)
             if stopped:
