@@ -3,8 +3,8 @@
   1. precision: the compute dtype (bf16 autocast on CUDA), float32 master weights when training,
   2. loading and saving: safetensors only, no remote code, a pad token distinct from EOS, outputs
      written whole; a from-scratch BPE tokenizer and tiny Llama for CPU runs,
-  3. memory on one GPU: LoRA (lora.py) with the reference as the same weights, adapters off, and
-     gradient checkpointing,
+  3. memory and time on one GPU: LoRA (lora.py) with the reference as the same weights, adapters off,
+     gradient checkpointing, and the clock behind each phase's seconds (PhaseTimer),
   4. log-probabilities: `forward_logprobs`, the one function that scores tokens, for the rollout and
      the PPO update alike (and so for every NLL in finetune.py and evaluate.py); logits only where
      they are needed, and the float32 log-softmax over the vocabulary in chunks, never whole.
@@ -252,6 +252,35 @@ def clock(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+class PhaseTimer:
+    """Seconds per phase of one iteration: lap(phase) books the time since the previous lap (once the
+    device's queued work is done); `within` moves the parts timed inside that phase to their own names."""
+
+    def __init__(self, device):
+        self.device, self.seconds = device, {}
+        self.start = self.last = clock(device)
+
+    def lap(self, phase, within=None):
+        now = clock(self.device)
+        self.seconds[phase] = now - self.last - sum((within or {}).values())
+        self.seconds.update(within or {})
+        self.last = now
+
+    def rounded(self):
+        return {k: round(v, 4) for k, v in self.seconds.items()}
+
+
+def phase_seconds(metrics_path):
+    """Seconds per phase (unlearn.py: rollout, logprobs, scoring, update, retain, greedy_check), summed
+    over the "seconds" of each line of metrics.jsonl."""
+    totals = {}
+    with open(metrics_path, encoding="utf-8") as f:
+        for line in f:
+            for phase, s in json.loads(line).get("seconds", {}).items():
+                totals[phase] = round(totals.get(phase, 0.0) + s, 3)
+    return totals
 
 
 def dropout_off(module):

@@ -37,8 +37,9 @@ from data import add_data_args, load_records, resolve_forget, split_records
 from evaluate import EvalConfig, evaluate_records, format_table
 from finetune import MAX_NONFINITE, Batches
 from lora import LoraConfig, lora_layers
-from models import (add_memory_args, add_model_args, autocast, check_model_folder, clock, compute_dtype, dropout_off,
-                    forward_logprobs, frozen_reference, load_model, trainable_model, write_model)
+from models import (PhaseTimer, add_memory_args, add_model_args, autocast, check_model_folder, compute_dtype,
+                    dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds, trainable_model,
+                    write_model)
 from ppo import ADVANTAGES, PPOConfig, ppo_update
 from prompts import prompt_ids, template_of
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
@@ -175,14 +176,15 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
                                f"       a_F {a_forget[j]:.3f}  KL {kl[j].sum():.2f}")
             # progress: stop once forgotten; say so once if the greedy a_F has barely moved
             greedy_a = line.get("greedy_attribution")
-            if greedy_a is not None and target > 0 and greedy_a <= target:
-                tqdm.write(f"early stop at iteration {it}: greedy forget attribution {greedy_a:.3f} <= {target:.3f}")
-                stopped = True
-            elif greedy_a is not None and start is not None and stalled_at is None and stalled(start, greedy_a, target,
-                                                                                               it, cfg.iterations):
-                stalled_at = it
-                tqdm.write(f"warning: not forgetting: greedy forget a_F {greedy_a:.3f} after {it} of {cfg.iterations} "
-                           f"iterations (original {start:.3f}, target {target:.3f}). {knobs(ppo_cfg, reward_cfg)}")
+            if greedy_a is not None:
+                if target > 0 and greedy_a <= target:
+                    tqdm.write(f"early stop at iteration {it}: greedy forget attribution {greedy_a:.3f} <= {target:.3f}")
+                    stopped = True
+                elif start is not None and stalled_at is None and stalled(start, greedy_a, target, it, cfg.iterations):
+                    stalled_at = it
+                    tqdm.write(f"warning: not forgetting: greedy forget a_F {greedy_a:.3f} after {it} of "
+                               f"{cfg.iterations} iterations (original {start:.3f}, target {target:.3f}). "
+                               f"{knobs(ppo_cfg, reward_cfg)}")
             bar.set_postfix(a_F=f"{line.get('attribution', float('nan')):.3f}", skipped=line["nonfinite_steps"],
                             **({"greedy": f"{greedy_a:.3f}"} if greedy_a is not None else {}),
                             **({"STALLED": f"since {stalled_at}"} if stalled_at else {}))
@@ -234,7 +236,7 @@ def check_signal(model, tokenizer, questions, results, level, source, cfg, rollo
     """Before PPO: how many of the original's greedy forget answers fit the rollout length (the rest would
     earn the missing-EOS penalty), and whether the classifier tells them from the retain level at all.
     Refuses (DareuError) when the gap is under cfg.min_signal: the reward would carry no signal.
-    Returns (share of answers that fit, a_F of the original's forget answers)."""
+    Returns the share of answers that fit."""
     greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=rollout_cfg.max_new_tokens,
                                                                   batch_size=eval_cfg.batch_size), greedy=True)
     fits, original = greedy["has_eos"].float().mean().item(), results["original"]["forget_attribution"]
@@ -248,35 +250,7 @@ def check_signal(model, tokenizer, questions, results, level, source, cfg, rollo
                          f"{source} ({level:.3f}): a gap under --min-signal {cfg.min_signal:g}, so the reward would "
                          f"carry no signal. Train a stronger classifier (attribution.py: a pretrained --base, more "
                          f"--epochs) or pass --min-signal 0 to run anyway")
-    return fits, original
-
-
-class PhaseTimer:
-    """Seconds per phase of one iteration: lap(phase) books the time since the previous lap (once the
-    device's queued work is done); `within` moves the parts timed inside that phase to their own names."""
-
-    def __init__(self, device):
-        self.device, self.seconds = device, {}
-        self.start = self.last = clock(device)
-
-    def lap(self, phase, within=None):
-        now = clock(self.device)
-        self.seconds[phase] = now - self.last - sum((within or {}).values())
-        self.seconds.update(within or {})
-        self.last = now
-
-    def rounded(self):
-        return {k: round(v, 4) for k, v in self.seconds.items()}
-
-
-def phase_seconds(metrics_path):
-    """Seconds per phase (rollout, logprobs, scoring, update, retain, greedy_check), summed over metrics.jsonl."""
-    totals = {}
-    with open(metrics_path, encoding="utf-8") as f:
-        for line in f:
-            for phase, s in json.loads(line).get("seconds", {}).items():
-                totals[phase] = round(totals.get(phase, 0.0) + s, 3)
-    return totals
+    return fits
 
 
 def parse_args(argv=None):
@@ -365,8 +339,9 @@ def main(argv=None):
             del retain_model
         # 3. the target (the retain level), and a refusal when the classifier cannot tell forgetting apart
         target, level, source = resolve_target(cfg, results)
-        fits, start_a = check_signal(model, tokenizer, [r["question"] for r in forget], results, level, source, cfg,
-                                     rollout_cfg, eval_cfg)
+        fits = check_signal(model, tokenizer, [r["question"] for r in forget], results, level, source, cfg,
+                            rollout_cfg, eval_cfg)
+        start_a = results["original"]["forget_attribution"]
         print(f"target: greedy forget a_F <= {target:.3f}" + (" (none: --target-attribution 0)" if target == 0 else
                                                               f" (the retain level {level:.3f})"
                                                               if cfg.target_attribution < 0 else ""))

@@ -36,10 +36,11 @@ def flags(setting):
 def run_setting(args, setting):
     """One unlearn.py run; returns its row of the table."""
     out = os.path.join(args.folder, "sweep", args.name, setting.replace(",", "_").replace("=", "") or "defaults")
-    folder = lambda name: os.path.join(args.folder, name)   # noqa: E731
-    command = [sys.executable, os.path.join(ROOT, "unlearn.py"), "--model", folder("original"), "--data",
-               folder(args.data), "--forget", args.forget, "--classifier", folder(args.classifier), "--retain-model",
-               folder("retain"), "--out", out, "--sample-every", "0", *shlex.split(args.common), *flags(setting)]
+    model, data, classifier, retain = (os.path.join(args.folder, name)
+                                       for name in ("original", args.data, args.classifier, "retain"))
+    command = [sys.executable, os.path.join(ROOT, "unlearn.py"), "--model", model, "--data", data, "--forget",
+               args.forget, "--classifier", classifier, "--retain-model", retain, "--out", out, "--sample-every", "0",
+               *shlex.split(args.common), *flags(setting)]
     start = time.time()
     proc = subprocess.run(command, capture_output=True, text=True)
     row = {"setting": setting or "defaults", "seconds": round(time.time() - start, 1), "returncode": proc.returncode}
