@@ -10,6 +10,10 @@ P̃(a|q) = exp(−NLL(a|q)), the length-normalised probability.
   Model utility   harmonic mean of {Probability, ROUGE-L, truth ratio} × {retain, real authors, world facts}
   Tug-of-War      Π_S (1 − |A(θ_u, S) − A(θ_r, S)|), A = ROUGE-L recall, S = forget, retain, test
                   (Zhao et al., 2024); test pools the real-author and world-fact questions
+and two for the attribution classifier (attribution.py):
+  Calibration     ECE = Σ_b (n_b / n) |accuracy_b − mean confidence_b| over 10 equal-width bins of the
+                  top label's probability (Guo et al., 2017)
+  Fact probe      Spearman's ρ: Pearson correlation of the (tie-averaged) ranks of two samples
 scipy (KS) and rouge_score (ROUGE-L) are used when installed; the built-in versions below equal them
 (tests/test_evaluate.py), and evaluate.py's protocol names the implementation that produced the numbers.
 """
@@ -137,3 +141,31 @@ def normalised_prob(nll_answer, nll_perturbed):
 def tug_of_war(accuracy, retain_accuracy):
     """ToW = Π_S (1 − |A(θ_u, S) − A(θ_r, S)|) over the sets S both dicts score."""
     return float(np.prod([1 - abs(accuracy[s] - retain_accuracy[s]) for s in accuracy if s in retain_accuracy]))
+
+
+def calibration_error(probs, truth, bins=10):
+    """Expected calibration error of the top label: probs [n, k], truth [n] label indices."""
+    probs, truth = np.asarray(probs, dtype=float), np.asarray(truth)
+    confidence, correct = probs.max(-1), probs.argmax(-1) == truth
+    which = np.minimum((confidence * bins).astype(int), bins - 1)   # bin b holds confidences in [b/bins, (b+1)/bins)
+    return float(sum(abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def ranks(x):
+    """1-based ranks of x, ties given their average rank (as scipy.stats.rankdata)."""
+    x = np.asarray(x, dtype=float)
+    order = np.argsort(x, kind="stable")
+    sorted_x, r = x[order], np.empty(len(x))
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], len(x)]):
+        r[order[a:b]] = (a + b + 1) / 2   # the mean of ranks a+1 .. b
+    return r
+
+
+def spearman(x, y):
+    """Spearman's rank correlation of two equal-length samples (nan when either is constant)."""
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])

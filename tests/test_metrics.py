@@ -101,3 +101,26 @@ def test_tug_of_war_hand():
     tow = M.tug_of_war({"forget": 0.3, "retain": 0.9, "test": 0.8}, {"forget": 0.4, "retain": 0.95, "test": 0.8})
     assert tow == pytest.approx(0.855, abs=1e-12)
     assert M.tug_of_war({"forget": 0.3, "retain": 0.9}, {"forget": 0.3, "retain": 0.9}) == 1.0
+
+
+def test_calibration_error_hand():
+    # confidences 0.9 (right, bin 9), 0.6 (wrong, bin 6), 0.7 (right, bin 7): one record per bin
+    # ECE = (|1 − 0.9| + |0 − 0.6| + |1 − 0.7|) / 3 = 1/3
+    probs = [[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]]
+    assert M.calibration_error(probs, [0, 1, 1]) == pytest.approx(1 / 3, abs=1e-12)
+    # two records in one bin (confidence 0.8, one right, one wrong): |1/2 − 0.8| · 2/2
+    assert M.calibration_error([[0.8, 0.2], [0.2, 0.8]], [0, 0]) == pytest.approx(0.3, abs=1e-12)
+    assert M.calibration_error([[1.0, 0.0]], [0]) == 0.0      # confidence 1 falls in the last bin
+
+
+def test_spearman_hand_and_against_scipy():
+    assert M.ranks([10, 30, 20, 20]).tolist() == [1, 4, 2.5, 2.5]           # ties share their mean rank
+    assert M.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert M.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(M.spearman([1, 1, 1], [1, 2, 3]))
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.integers(0, 4, 25), rng.random(25)
+        assert np.allclose(M.ranks(x), stats.rankdata(x))
+        assert M.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
