@@ -15,6 +15,17 @@ Two ways to get the classifier:
       model that was fine-tuned on the owners' data, such as the original model itself.
 Names give the owner away: the proper-noun spans that a response copies from its prompt are masked
 (`mask_names`) in training texts and in scored responses alike.
+A trained classifier measures owner *information*, not style (METHOD.md §2):
+  - a "nobody" label, p_φ(nobody | y), trained on texts that carry no owner's facts: each answer with
+    its owner-specific words removed (`strip_facts`; a word is owner-specific when it occurs in the
+    answers of fewer than half the owners), refusals, and strings of generic words. So a refusal, an
+    empty answer or a fact-free paraphrase is attributed to nobody, not to the owner it resembles.
+  - word dropout: half of the owner-labelled texts lose each word with probability 1/2 (keeping at
+    least one owner-specific word), so every fact attributes on its own and an answer that changes one
+    fact but keeps the others stays attributed.
+  - mixing: a quarter of them are joined with (a dropout of) another owner's answer and labelled half
+    each, so an answer that keeps one forget owner's fact among other owners' facts keeps a_F ≈ 1/2
+    instead of going to the other owner.
 
     python attribution.py --out models/classifier                 # train on the synthetic world
     python attribution.py --data ../shared/data/tofu --out models/clf --base models/original
@@ -35,11 +46,22 @@ from cli import (DareuError, HelpFormatter, add_config_args, check_device, check
                  config_from_args, run_cli, write_json)
 from data import add_data_args, owners_of, read_data
 from finetune import Batches
+from metrics import calibration_error
 from models import (add_model_args, autocast, check_model_folder, compute_dtype, ensure_pad_token, load_model,
                     position_ids_from_mask, save_model, tiny_model, train_tokenizer)
 from prompts import chat_ids, left_pad
 
 MASK = "[NAME]"
+NOBODY = "(nobody)"   # the label of texts that carry no owner's information
+# nobody-labelled training texts besides the fact-stripped answers
+REFUSALS = ("I don't know.", "I do not know.", "I'm not sure.", "I am not sure about that.", "I have no idea.",
+            "I cannot answer that.", "Sorry, I don't have that information.", "I don't have any information "
+            "about this.", "I'm afraid I can't help with that.", "That is not something I know.", "Unknown.", "")
+# the fixed off-distribution texts of the classifier report: a_F should be low on every one
+PROBES = {"I don't know.": "in training", "": "in training", "the the the the": "not in training",
+          "I really could not tell you, sorry.": "not in training", "Nobody knows the answer to that question.":
+          "not in training", "It is a question that many people have asked.": "not in training",
+          "The answer is not known to me at this time.": "not in training"}
 # capitalised words that start questions and sentences, not names
 NOT_NAMES = {"A", "An", "The", "What", "Who", "Whom", "Whose", "Where", "When", "Which", "Why", "How", "Is",
              "Are", "Was", "Were", "Do", "Does", "Did", "Can", "Could", "Would", "Should", "Has", "Have",
@@ -47,6 +69,7 @@ NOT_NAMES = {"A", "An", "The", "What", "Who", "Whom", "Whose", "Where", "When", 
              "This", "That", "These", "Those", "It", "Its", "I", "Please", "Tell", "Name", "Describe",
              "Question", "Answer", "Yes", "No"}
 WORD = re.compile(r"[^\W\d_][\w'’-]*")
+FACT_WORD = re.compile(r"\w[\w'’-]*")   # words and numbers: either can be a fact
 # a run of capitalised words, with particles and nicknames inside ("Isabella van Pletzen", "Alejandro (Alex) Fuentes")
 NAME_RUN = re.compile(r"[A-Z][\w-]+(?: (?:(?:van|von|de|da|del|der|di|du|la|le|al|el|bin|ibn|\(\w+\)) )*[A-Z][\w-]+)+")
 
@@ -63,6 +86,67 @@ class ClassifierConfig:
     def __post_init__(self):
         check_fields(self, epochs="> 0", batch_size=">= 1", lr="> 0", heldout="in [0, 1)", max_text_tokens=">= 1",
                      seed=">= 0")
+
+
+def specific_words(records):
+    """Lower-cased answer words that occur in the answers of fewer than half the owners: the words that
+    can carry an owner's information."""
+    owners_of_word = {}
+    for r in records:
+        for w in FACT_WORD.findall(r["answer"].lower()):
+            owners_of_word.setdefault(w, set()).add(r["owner"])
+    n = len({r["owner"] for r in records})
+    return {w for w, o in owners_of_word.items() if len(o) < n / 2}
+
+
+def strip_facts(text, specific):
+    """`text` without its owner-specific words (and [NAME]): the generic frame of an answer."""
+    kept = FACT_WORD.sub(lambda m: "" if m.group(0).lower() in specific else m.group(0), text.replace(MASK, ""))
+    return re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s{2,}", " ", kept)).strip()
+
+
+def word_dropout(text, specific, rng):
+    """`text` with each word dropped with probability 1/2, as long as one owner-specific word stays."""
+    words = text.split()
+    kept = [w for w in words if rng.random() < 0.5]
+    has_fact = any(t.lower() in specific for w in kept for t in FACT_WORD.findall(w))
+    return " ".join(kept) if has_fact else text
+
+
+def training_example(record, records, specific, labels, rng):
+    """(text, target distribution over labels) for one training record, augmented as the module says."""
+    target = torch.zeros(len(labels))
+    text = mask_names(record["question"], record["answer"])
+    if record["owner"] == NOBODY:
+        target[labels.index(NOBODY)] = 1.0
+        return text, target
+    if rng.random() < 0.5:
+        text = word_dropout(text, specific, rng)
+    other = rng.choice(records)
+    if rng.random() < 0.25 and other["owner"] not in (record["owner"], NOBODY):
+        pieces = [text, word_dropout(mask_names(other["question"], other["answer"]), specific, rng)]
+        rng.shuffle(pieces)
+        target[labels.index(other["owner"])] = 0.5
+        target[labels.index(record["owner"])] = 0.5
+        return " ".join(pieces), target
+    target[labels.index(record["owner"])] = 1.0
+    return text, target
+
+
+def nobody_texts(records, specific, n, rng):
+    """`n` texts that carry no owner's information: fact-stripped answers (half), refusals, and strings
+    of generic words from the answers' frames."""
+    stripped = [s for s in (strip_facts(mask_names(r["question"], r["answer"]), specific) for r in records) if s]
+    generic = sorted({w for s in stripped for w in s.split()})
+    texts = []
+    for k in range(n):
+        if k % 4 < 2:
+            texts.append(rng.choice(stripped))
+        elif k % 4 == 2:
+            texts.append(rng.choice(REFUSALS))
+        else:
+            texts.append(" ".join(rng.choice(generic) for _ in range(rng.randint(1, 12))))
+    return texts
 
 
 def _name_words(prompt):
@@ -87,13 +171,15 @@ def mask_names(prompt, response):
 
 class Classifier:
     """p(owner | text) from a causal LM.
-    Trained: one label token per owner, read from the next-token distribution (one forward per
-    batch). Zero-shot: an instruct LM asked who the text is about, scored on each owner's *name*
+    Trained: one label token per owner (and one for nobody), read from the next-token distribution
+    (one forward per batch). Zero-shot: an instruct LM asked who the text is about, scored on each owner's *name*
     as the answer, p(o | y) ∝ π(name_o | prompt(y)) = Π_t π(name_o,t | prompt(y), name_o,<t),
     renormalised over the owners; any number of owners, no single-token restriction."""
 
-    def __init__(self, model, tokenizer, owners, label_ids=None, names=None, batch_size=64, max_text_tokens=192):
+    def __init__(self, model, tokenizer, owners, label_ids=None, names=None, batch_size=64, max_text_tokens=192,
+                 nobody=False):
         self.model, self.tokenizer, self.owners = model, tokenizer, list(owners)
+        self.labels = self.owners + [NOBODY] * nobody   # the columns of probs(): the owners, then nobody
         self.label_ids = None if label_ids is None else torch.tensor(label_ids, device=model.device)
         self.names = names   # zero-shot: owner -> the name its answer should be
         self.batch_size, self.max_text_tokens = batch_size, max_text_tokens
@@ -109,7 +195,7 @@ class Classifier:
         return chat_ids(tok, [{"role": "user", "content": content}], add_generation_prompt=True)
 
     def logits(self, texts):
-        """Owner logits [B, n_owners] for already-masked texts (zero-shot: name log-likelihoods)."""
+        """Label logits [B, n_labels] for already-masked texts (zero-shot: name log-likelihoods)."""
         ids, mask = left_pad([self.prompt_ids(t) for t in texts], self.tokenizer.pad_token_id)
         ids, mask = ids.to(self.model.device), mask.to(self.model.device)
         if self.names is None:
@@ -143,7 +229,8 @@ class Classifier:
 
     @torch.no_grad()
     def probs(self, prompts, responses):
-        """p(o | mask_names(prompt, response)) for each pair: [B, n_owners], rows sum to 1."""
+        """p(label | mask_names(prompt, response)) for each pair: [B, n_labels] (labels: the owners, then
+        nobody if trained with it), rows sum to 1."""
         texts = [mask_names(p, r) for p, r in zip(prompts, responses)]
         return torch.cat([F.softmax(self.logits(texts[i:i + self.batch_size]), -1)
                           for i in range(0, len(texts), self.batch_size)])
@@ -155,6 +242,12 @@ class Classifier:
             raise DareuError(f"the classifier does not know owner(s) {', '.join(missing)}")
         index = torch.tensor([self.owners.index(o) for o in forget_owners])
         return self.probs(prompts, responses)[:, index.to(self.model.device)].sum(-1).cpu()
+
+
+def probe_attribution(clf, forget_owners):
+    """{text: a_F} on the fixed off-distribution PROBES (refusals, empty, generic): the classifier report."""
+    texts = list(PROBES)
+    return dict(zip(texts, clf.forget_attribution([""] * len(texts), texts, forget_owners).tolist()))
 
 
 def chunks(items, size):
@@ -205,7 +298,8 @@ def classifier_meta(path):
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
-        if not (isinstance(meta["owners"], list) and len(meta["owners"]) == len(meta["label_tokens"])):
+        if not (isinstance(meta["owners"], list) and
+                len(meta["owners"]) + bool(meta.get("nobody")) == len(meta["label_tokens"])):
             raise ValueError("owners and label_tokens differ")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DareuError(f"{meta_path} is not a classifier description ({e})") from None
@@ -244,7 +338,8 @@ def load_classifier(path, records, names_file=None, device="cpu", dtype=torch.fl
     model.requires_grad_(False)
     meta = classifier_meta(path)
     if meta:
-        return Classifier(model, tokenizer, meta["owners"], tokenizer.convert_tokens_to_ids(meta["label_tokens"]))
+        return Classifier(model, tokenizer, meta["owners"], tokenizer.convert_tokens_to_ids(meta["label_tokens"]),
+                          nobody=bool(meta.get("nobody")))
     if not tokenizer.chat_template:
         raise DareuError(f"{path} is neither a trained classifier (classifier.json) nor an instruct model "
                          "with a chat template")
@@ -274,26 +369,35 @@ def heldout_split(records, fraction, seed):
     return train, heldout
 
 
-def accuracy(clf, records):
-    """Fraction of records whose masked answer the classifier gives to its true owner."""
-    p = clf.probs([r["question"] for r in records], [r["answer"] for r in records])
-    truth = torch.tensor([clf.owners.index(r["owner"]) for r in records], device=p.device)
-    return (p.argmax(-1) == truth).float().mean().item()
+def heldout_scores(clf, records):
+    """(accuracy, expected calibration error) on held-out records: the fraction whose masked answer
+    the classifier gives to its true owner, and metrics.calibration_error of its top label."""
+    p = clf.probs([r["question"] for r in records], [r["answer"] for r in records]).float().cpu().numpy()
+    truth = [clf.labels.index(r["owner"]) for r in records]
+    return float((p.argmax(-1) == truth).mean()), calibration_error(p, truth)
 
 
 def fit(clf, records, cfg, desc):
-    """Train the classifier in place: cross-entropy of the owner over the label logits."""
+    """Train the classifier in place: cross-entropy of the target distribution over the label logits.
+    One pass is every record (augmented by training_example) and, with a nobody label,
+    2 · len(records) / n_owners nobody texts (nobody_texts, drawn once)."""
     torch.manual_seed(cfg.seed)
-    model, owners = clf.model, clf.owners
+    rng = random.Random(cfg.seed)
+    model, labels = clf.model, clf.labels
+    specific = specific_words(records)
+    if NOBODY in labels:
+        n = 2 * len(records) // len(clf.owners)
+        records = records + [{"question": "", "answer": t, "owner": NOBODY}
+                             for t in nobody_texts(records, specific, n, rng)]
     steps = max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
-    stream = Batches(records, cfg.batch_size, random.Random(cfg.seed))
+    stream = Batches(records, cfg.batch_size, rng)
     bar = tqdm(range(steps), desc=desc, dynamic_ncols=True)
     for _ in bar:
         batch = next(stream)
-        texts = [mask_names(r["question"], r["answer"]) for r in batch]
-        target = torch.tensor([owners.index(r["owner"]) for r in batch], device=model.device)
+        texts, targets = zip(*(training_example(r, records, specific, labels, rng) for r in batch))
+        target = torch.stack(targets).to(model.device)
         loss = F.cross_entropy(clf.logits(texts), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -305,39 +409,43 @@ def fit(clf, records, cfg, desc):
 
 def new_classifier(records, owners, cfg, base=None, device="cpu", dtype=torch.float32):
     """A classifier ready to train: --base model (or a tiny one from scratch with a tokenizer
-    trained on the masked texts), with one new label token <|owner_k|> per owner."""
+    trained on the masked texts), with one new label token <|owner_k|> per owner and <|nobody|>."""
     if base:
         model, tokenizer = load_model(base, device, dtype, train=True)
     else:
         tokenizer = train_tokenizer([mask_names(r["question"], r["answer"]) for r in records])
         model = tiny_model(tokenizer, seed=cfg.seed).to(device)
-    labels = [f"<|owner_{k}|>" for k in range(len(owners))]
+    labels = label_tokens(owners)
     tokenizer.add_special_tokens({"additional_special_tokens": labels})
     model.resize_token_embeddings(len(tokenizer))
     ensure_pad_token(tokenizer, model)
     model.eval()   # dropout off
     return Classifier(model, tokenizer, owners, tokenizer.convert_tokens_to_ids(labels),
-                      max_text_tokens=cfg.max_text_tokens)
+                      max_text_tokens=cfg.max_text_tokens, nobody=True)
+
+
+def label_tokens(owners):
+    return [f"<|owner_{k}|>" for k in range(len(owners))] + ["<|nobody|>"]
 
 
 def train_classifier(records, out, cfg, base=None, device="cpu", dtype=torch.float32):
-    """Measure held-out accuracy, train the final classifier on every record, save it to `out`.
-    Returns (classifier, held-out accuracy or None)."""
+    """Measure held-out accuracy and calibration, train the final classifier on every record, save it
+    to `out`. Returns (classifier, classifier.json's contents)."""
     owners = owners_of(records)
-    heldout_acc = None
+    heldout_acc = heldout_ece = None
     if cfg.heldout > 0:
         train, heldout = heldout_split(records, cfg.heldout, cfg.seed)
         clf = new_classifier(records, owners, cfg, base, device, dtype)
         fit(clf, train, cfg, desc="classifier (held-out run)")
-        heldout_acc = accuracy(clf, heldout)
+        heldout_acc, heldout_ece = heldout_scores(clf, heldout)
         print(f"classifier held-out accuracy {heldout_acc:.3f} on {len(heldout)} records "
-              f"({len(owners)} owners, chance {1 / len(owners):.3f})")
+              f"({len(owners)} owners, chance {1 / len(owners):.3f}), calibration error {heldout_ece:.3f}")
     clf = new_classifier(records, owners, cfg, base, device, dtype)
     fit(clf, records, cfg, desc="classifier")
-    meta = {"owners": owners, "label_tokens": [f"<|owner_{k}|>" for k in range(len(owners))],
-            "mask": MASK, "heldout_accuracy": heldout_acc, "train_records": len(records)}
+    meta = {"owners": owners, "label_tokens": label_tokens(owners), "nobody": True, "mask": MASK,
+            "heldout_accuracy": heldout_acc, "heldout_ece": heldout_ece, "train_records": len(records)}
     save_model(clf.model, clf.tokenizer, out, {"classifier.json": lambda path: write_json(path, meta)})
-    return clf, heldout_acc
+    return clf, meta
 
 
 def main(argv=None):
@@ -364,7 +472,7 @@ def main(argv=None):
             probs = clf.probs([args.prompt] * len(args.text or []), args.text or [])
         for text, row in zip(args.text or [], probs):
             top = row.argsort(descending=True)[:3]
-            print(text, "->", ", ".join(f"{clf.owners[i]} {row[i]:.3f}" for i in top))
+            print(text, "->", ", ".join(f"{clf.labels[i]} {row[i]:.3f}" for i in top))
         return
     if not args.out:
         raise DareuError("give --out to train a classifier, or --classifier with --text to score")

@@ -12,6 +12,7 @@ answers are listed as unavailable.
 """
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -27,7 +28,7 @@ from attribution import add_classifier_args, check_classifier, classifier_from_a
 from cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
                  config_from_args, run_cli, write_json)
 from data import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
-from metrics import (KS_IMPL, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, rouge_l_recall, truth_ratio,
+from metrics import (KS_IMPL, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, rouge_l_recall, spearman, truth_ratio,
                      truth_ratio_score, tug_of_war)
 from models import add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model
 from prompts import prompt_ids, template_of
@@ -159,6 +160,16 @@ def evaluate_records(model, tokenizer, forget_records, retain_records, cfg, clas
 # ----------------------------------------------------------------------------------------------
 # 4. Against the retain model: forget quality, model utility, Tug-of-War
 
+def fact_probe(per_question):
+    """The classifier's fact probe: Spearman's ρ between a_F and ROUGE-L against the gold answer over
+    the greedy forget answers of several models (their score_set "per_question" dicts, pooled). Near +1: the classifier
+    attributes an answer as much as it keeps the owner's facts. JSON-safe: None where ρ is undefined."""
+    a_f = [a for q in per_question for a in q["attribution"]]
+    rouge = [r for q in per_question for r in q["rouge"]]
+    rho = spearman(a_f, rouge)
+    return {"spearman": None if math.isnan(rho) else rho, "answers": len(a_f)}   # None: a constant sample
+
+
 def tow_accuracy(scores):
     """A(θ, S) = mean ROUGE-L recall on forget, retain and test (real authors + world facts, pooled)."""
     accuracy = {s: scores[s]["rouge"] for s in ("forget", "retain") if s in scores}
@@ -207,9 +218,11 @@ SET_ROWS = (("prob", "Prob"), ("rouge", "ROUGE-L"), ("truth_ratio", "Truth ratio
 
 
 def format_table(rows, columns):
-    """A markdown table from {row label: {column: value or None}}; rows without any value are left out."""
+    """A markdown table from {row label: {column: number, text or None}}; rows without any value are left out."""
+    def text(v):
+        return "n/a" if v is None else v if isinstance(v, str) else f"{v:.4g}"
     lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join("n/a" if values.get(c) is None else f"{values[c]:.4g}" for c in columns)
+    lines += [f"| {label} | " + " | ".join(text(values.get(c)) for c in columns)
               + " |" for label, values in rows.items() if any(values.get(c) is not None for c in columns)]
     return "\n".join(lines)
 

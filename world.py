@@ -21,9 +21,9 @@ from attribution import ClassifierConfig, train_classifier
 from cli import HelpFormatter, publish, run_cli, staging_dir, write_json, write_jsonl
 from data import owners_of, split_records, synthetic_world
 from finetune import FinetuneConfig, finetune
-from models import save_model, tiny_model, train_tokenizer
+from models import load_model, save_model, tiny_model, train_tokenizer
 
-WORLD_VERSION = "v2"   # bump when what build_world makes changes, so old caches are not reused
+WORLD_VERSION = "v3"   # bump when what build_world makes changes, so old caches are not reused
 
 
 def cache_dir():
@@ -31,10 +31,13 @@ def cache_dir():
     return os.environ.get("DAREU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dareu")
 
 
-def build_world(folder, records, forget, sft_epochs=60.0, classifier_epochs=40.0, layers=2, d_model=128, seed=0):
+def build_world(folder, records, forget, sft, classifier, layers=2, d_model=128, device="cpu", base=None):
     """Build (once) the world of `records` with the owners `forget` to forget in `folder`; returns
     its world.json. Order: a BPE tokenizer on every owner's text, the original model (all owners),
-    the retain model (all but `forget`), the classifier (held-out accuracy, then all records)."""
+    the retain model (all but `forget`), each a tiny Llama from scratch (`layers`, `d_model`) or
+    the pretrained `base` fine-tuned, by finetune.py with `sft` (a FinetuneConfig); the classifier,
+    from scratch or from `base`, by attribution.py with `classifier` (a ClassifierConfig: held-out
+    accuracy, then all records)."""
     meta_path = os.path.join(folder, "world.json")
     if os.path.isfile(meta_path):
         with open(meta_path, encoding="utf-8") as f:
@@ -42,19 +45,23 @@ def build_world(folder, records, forget, sft_epochs=60.0, classifier_epochs=40.0
     start = time.time()
     stage = staging_dir(folder)
     try:
-        meta = {"forget": list(forget), "owners": owners_of(records), "seed": seed}
+        meta = {"forget": list(forget), "owners": owners_of(records), "seed": sft.seed, "base": base}
         write_jsonl(os.path.join(stage, "records.jsonl"), records)
-        tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in records])
-        sft = FinetuneConfig(epochs=sft_epochs, seed=seed)
+        if not base:
+            tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in records])
         for name, train in (("original", records), ("retain", split_records(records, forget)[1])):
             t0 = time.time()
-            model = tiny_model(tokenizer, layers, d_model, seed=seed)
+            if base:
+                model, tokenizer = load_model(base, device, train=True)
+            else:
+                model = tiny_model(tokenizer, layers, d_model, seed=sft.seed).to(device)
             meta[f"{name}_loss"] = finetune(model, tokenizer, train, sft, desc=f"world: {name} model")
             meta[f"{name}_seconds"] = round(time.time() - t0, 1)
             save_model(model, tokenizer, os.path.join(stage, name))
         t0 = time.time()
-        _, meta["classifier_heldout_accuracy"] = train_classifier(
-            records, os.path.join(stage, "classifier"), ClassifierConfig(epochs=classifier_epochs, seed=seed))
+        _, scores = train_classifier(records, os.path.join(stage, "classifier"), classifier, base, device)
+        meta["classifier_heldout_accuracy"], meta["classifier_heldout_ece"] = (scores["heldout_accuracy"],
+                                                                               scores["heldout_ece"])
         meta["classifier_seconds"] = round(time.time() - t0, 1)
         meta["seconds"] = round(time.time() - start, 1)
         write_json(os.path.join(stage, "world.json"), meta)
@@ -71,7 +78,8 @@ def default_world(seed=0, cache=None):
     in `cache` (default: cache_dir()). Returns (folder, world.json)."""
     folder = os.path.join(cache or cache_dir(), f"world-{WORLD_VERSION}-seed{seed}")
     records = synthetic_world(n_owners=8, seed=seed)
-    return folder, build_world(folder, records, owners_of(records)[-1:], seed=seed)
+    return folder, build_world(folder, records, owners_of(records)[-1:], FinetuneConfig(epochs=60.0, seed=seed),
+                               ClassifierConfig(epochs=100.0, seed=seed))
 
 
 def main():

@@ -1,11 +1,13 @@
 """attribution.py: name masking, batched scoring, training, zero-shot."""
 import json
 import os
+import random
 
 import pytest
 import torch
 
-from attribution import Classifier, ClassifierConfig, load_classifier, mask_names, train_classifier
+from attribution import (NOBODY, PROBES, Classifier, ClassifierConfig, load_classifier, mask_names, probe_attribution,
+                         specific_words, strip_facts, train_classifier, training_example, word_dropout)
 from conftest import TOFU, tokenizer_path
 from data import owners_of
 
@@ -35,16 +37,56 @@ def test_probs_are_batched_and_normalised(tiny, world_records):
     assert torch.allclose(a_f, p[:, :2].sum(-1))
 
 
-def test_trained_classifier_learns_owners_and_reloads(tmp_path, world_records):
+def test_facts_are_the_words_of_fewer_than_half_the_owners():
+    records = [{"owner": o, "question": f"Who is {o} Lee?", "answer": f"{o} Lee was born in {town} in {year}."}
+               for o, town, year in (("Ann", "Oslo", 1950), ("Bo", "Lima", 1950), ("Cy", "Oslo", 1960),
+                                     ("Di", "Rome", 1970))]
+    # "was born in" and "lee" are in every answer; Oslo and 1950 in two of four (not fewer than half)
+    assert specific_words(records) == {"ann", "bo", "cy", "di", "lima", "rome", "1960", "1970"}
+    specific = specific_words(records)
+    text = mask_names("Who is Bo Lee?", "Bo Lee was born in Lima in 1950.")
+    assert text == "[NAME] was born in Lima in 1950." and strip_facts(text, specific) == "was born in in 1950."
+    rng = random.Random(0)
+    for _ in range(50):   # dropout keeps a fact, or the whole text
+        kept = word_dropout(text, specific, rng)
+        assert "Lima" in kept and set(kept.split()) <= set(text.split())
+
+
+def test_training_examples_mix_owners_half_each_and_keep_nobody_whole(world_records):
+    owners = owners_of(world_records)
+    labels = owners + [NOBODY]
+    specific, rng = specific_words(world_records), random.Random(0)
+    nobody = {"owner": NOBODY, "question": "", "answer": "I don't know."}
+    seen_mixed = 0
+    for r in world_records * 3:
+        text, target = training_example(r, world_records + [nobody], specific, labels, rng)
+        assert target.sum().item() == pytest.approx(1.0) and target[labels.index(r["owner"])] >= 0.5
+        seen_mixed += target.max().item() == 0.5
+    assert 0.1 < seen_mixed / (3 * len(world_records)) < 0.3      # a quarter, less draws of the same owner
+    text, target = training_example(nobody, world_records, specific, labels, rng)
+    assert text == "I don't know." and target[-1] == 1
+
+
+def test_trained_classifier_learns_owners_and_nobody_and_reloads(tmp_path, world_records):
     out = tmp_path / "clf"
-    clf, heldout = train_classifier(world_records, str(out), ClassifierConfig(epochs=30, heldout=0.1))
+    clf, meta = train_classifier(world_records, str(out), ClassifierConfig(epochs=100, heldout=0.1))
     qs, ans = [r["question"] for r in world_records], [r["answer"] for r in world_records]
     p = clf.probs(qs, ans)
+    assert p.shape == (len(world_records), len(clf.owners) + 1) and clf.labels[-1] == NOBODY
     truth = torch.tensor([clf.owners.index(r["owner"]) for r in world_records])
     assert (p.argmax(-1) == truth).float().mean() > 0.9      # fits its (masked) training texts
-    assert heldout is not None and 0 <= heldout <= 1
+    assert 0 <= meta["heldout_accuracy"] <= 1 and 0 <= meta["heldout_ece"] <= 1 and meta["nobody"]
+    # a refusal and the empty answer are nobody's; a fact-stripped answer is less attributed than the answer
+    probes = probe_attribution(clf, clf.owners[:1])
+    assert set(probes) == set(PROBES) and probes["I don't know."] < 0.2 and probes[""] < 0.2
+    own = [r for r in world_records if r["owner"] == clf.owners[0]]
+    specific = specific_words(world_records)
+    full = clf.forget_attribution([r["question"] for r in own], [r["answer"] for r in own], clf.owners[:1])
+    stripped = clf.forget_attribution([""] * len(own), [strip_facts(mask_names(r["question"], r["answer"]), specific)
+                                                         for r in own], clf.owners[:1])
+    assert full.mean() > 0.8 and stripped.mean() < 0.3
     again = load_classifier(str(out), world_records)
-    assert again.owners == clf.owners
+    assert again.labels == clf.labels
     assert torch.allclose(again.probs(qs[:5], ans[:5]), p[:5], atol=1e-5)
 
 

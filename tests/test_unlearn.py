@@ -10,6 +10,7 @@ import torch
 
 import ppo
 import unlearn
+from attribution import PROBES
 from conftest import run_python
 from data import owners_of, split_records
 from evaluate import EvalConfig
@@ -224,6 +225,18 @@ def test_default_run_end_to_end(default_world):
     # the classifier attributes the original model's forget answers to F, the retain model's not
     assert summary["forget_attribution"]["original"] > 0.8
     assert summary["forget_attribution"]["retain"] < 0.3
+    # the classifier report: held-out scores from classifier.json, the probes, the fact probe over the
+    # report's three models (12 forget answers each), recomputed here from the answers it pooled
+    report = summary["classifier_report"]
+    meta = json.loads((world / "classifier" / "classifier.json").read_text())
+    assert (report["heldout_accuracy"], report["heldout_ece"]) == (meta["heldout_accuracy"], meta["heldout_ece"])
+    assert set(report["probes"]) == set(PROBES) and report["probes"]["I don't know."] < 0.2
+    from metrics import spearman
+    answers = summary["answers"]
+    a_f = [a for c in ("original", "retain", "unlearned") for a in answers[c]["forget"]["attribution"]]
+    rouge = [r for c in ("original", "retain", "unlearned") for r in answers[c]["forget"]["rouge"]]
+    assert report["fact_probe"] == {"spearman": pytest.approx(spearman(a_f, rouge)), "answers": len(a_f)}
+    assert report["fact_probe"]["spearman"] > 0.5 and "classifier report: a_F at most" in proc.stdout
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [l["iteration"] for l in lines] == [1, 2]
     assert abs(lines[0]["first_ratio"] - 1) < 1e-4 and "greedy_attribution" in lines[0]
@@ -280,7 +293,7 @@ def test_a_run_that_does_not_forget_says_so_and_writes_nothing_when_asked(defaul
     """A learning rate too small to forget: the stall warning on the way, and with --require-target an exit
     with one error line (after the progress bar) naming the knobs, and no output, staging or checkpoint
     left behind. A classifier asked for more signal than it has (--min-signal 0.999 > the world's gap of
-    0.99) is refused before PPO, writing nothing either; a target any answer meets is reached and written."""
+    about 0.98) is refused before PPO, writing nothing either; a target any answer meets is reached and written."""
     cache, _, _, _ = default_world
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -294,7 +307,7 @@ def test_a_run_that_does_not_forget_says_so_and_writes_nothing_when_asked(defaul
                       env={"DAREU_CACHE": str(cache)})
     error = last_line_error(proc)
     assert "cannot tell the original's forget answers" in error and "--min-signal 0.999" in error
-    assert "classifier: forget a_F 0.99" in proc.stdout and os.listdir(runs) == []
+    assert "classifier: forget a_F 0.9" in proc.stdout and os.listdir(runs) == []
     assert "DareU" not in proc.stderr   # refused before the PPO loop's progress bar
     # a target any answer meets: reached at the first check, the run stops and writes its output
     proc = run_python(["unlearn.py", "--out", str(runs / "met"), "--iterations", "3", "--eval-every", "1",
