@@ -7,7 +7,10 @@ One loop, one objective switch (METHOD.md §7). With answer-token log-likelihood
   graddiff  −NLL(D_F) + NLL(D_R)
   npo       −(2/β) E log σ(−β (ℓ_θ − ℓ_ref))        on D_F (Zhang et al., 2024), β = 0.1
   npo_gd    npo + NLL(D_R)
-  simnpo    −(2/β) E log σ(−β ℓ_θ/|y| − γ)          reference-free (Fan et al., 2024)
+  simnpo    −(2/β') E log σ(−β' ℓ_θ/|y| − γ)        reference-free (Fan et al., 2024), β' = 2.5, γ = 0: the
+                                                    paper's TOFU values (with NPO's β = 0.1 its weight 2σ(·)
+                                                    stays in [0.76, 1] and it is gradient ascent)
+  simnpo_gd simnpo + NLL(D_R)                       the paper's SimNPO with its retain term
 NLL is the mean over answer tokens (prompt and padding masked).
 
 A model is built from scratch (a byte-level BPE tokenizer trained on the data and a tiny Llama
@@ -37,7 +40,7 @@ from models import (add_memory_args, add_model_args, answer_logprobs, autocast, 
                     dropout_off, frozen_reference, save_model, tiny_model, train_tokenizer, trainable_model)
 from prompts import prompt_ids, set_template, template_of
 
-OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo")
+OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo", "simnpo_gd")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
 MAY_CHANGE_ON_RESUME = ("resume", "save_every", "keep", "device")
 MAX_NONFINITE = 3   # non-finite steps in a row that stop a run (here and in unlearn.py)
@@ -45,7 +48,7 @@ MAX_NONFINITE = 3   # non-finite steps in a row that stop a run (here and in unl
 
 @dataclass
 class FinetuneConfig:
-    objective: str = "sft"     # sft, ga, graddiff, npo, npo_gd or simnpo (the table above)
+    objective: str = "sft"     # sft, ga, graddiff, npo, npo_gd, simnpo or simnpo_gd (the table above)
     epochs: float = 40.0       # passes over the training records (sft) or the forget records (others)
     steps: int = 0             # if > 0, the number of optimiser steps instead of epochs
     batch_size: int = 32       # QA pairs per step (forget and retain batches alike)
@@ -53,8 +56,9 @@ class FinetuneConfig:
     warmup: float = 0.1        # fraction of steps spent warming up
     weight_decay: float = 0.01 # AdamW weight decay
     max_grad_norm: float = 1.0 # gradient-norm clip
-    npo_beta: float = 0.1      # β of NPO and SimNPO
-    simnpo_gamma: float = 0.0  # γ margin of SimNPO
+    npo_beta: float = 0.1      # β of NPO (Zhang et al., 2024)
+    simnpo_beta: float = 2.5   # β' of SimNPO (Fan et al., 2024, TOFU)
+    simnpo_gamma: float = 0.0  # γ margin of SimNPO (Fan et al., 2024, TOFU)
     seed: int = 0              # shuffling and initialisation seed
     save_every: int = 0        # > 0: a checkpoint every this many steps (always one at the end) when run as a command
     keep: int = 2              # checkpoints kept (the last ones)
@@ -62,7 +66,7 @@ class FinetuneConfig:
     def __post_init__(self):
         check_fields(self, objective=OBJECTIVES, epochs="> 0", steps=">= 0", batch_size=">= 1", lr="> 0",
                      warmup="in [0, 1]", weight_decay=">= 0", max_grad_norm="> 0", npo_beta="> 0",
-                     simnpo_gamma=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
+                     simnpo_beta="> 0", simnpo_gamma=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
 
 
 def nll(model, tokenizer, batch):
@@ -83,10 +87,10 @@ def objective_loss(cfg, model, ref_model, tokenizer, batch, retain_batch):
         with torch.no_grad():
             ref_logp, _ = answer_logprobs(ref_model, tokenizer, batch)
         loss = -(2 / cfg.npo_beta) * F.logsigmoid(-cfg.npo_beta * (logp - ref_logp)).mean()
-    else:  # simnpo
+    else:  # simnpo, simnpo_gd
         logp, n = answer_logprobs(model, tokenizer, batch)
-        loss = -(2 / cfg.npo_beta) * F.logsigmoid(-cfg.npo_beta * logp / n - cfg.simnpo_gamma).mean()
-    if cfg.objective in ("graddiff", "npo_gd"):
+        loss = -(2 / cfg.simnpo_beta) * F.logsigmoid(-cfg.simnpo_beta * logp / n - cfg.simnpo_gamma).mean()
+    if cfg.objective in ("graddiff", "npo_gd", "simnpo_gd"):
         loss = loss + nll(model, tokenizer, retain_batch)
     return loss
 
