@@ -7,19 +7,29 @@ which truth ratio and Forget Quality need. Then, by the same stages a user runs:
   1-2. world.build_world, as for the embedded default: a BPE tokenizer on that text, an original model
      fine-tuned from scratch on all N authors until it knows the answers, a retain model without the
      k forget authors, and the attribution classifier (masked answer -> author),
-  3. DareU and every baseline (GA, GradDiff, NPO, NPO+GD, SimNPO) from the original model with the
-     same number of optimiser steps and learning rate; wall time reported,
+  3. DareU and every baseline (GA, GradDiff, NPO, NPO+GD, SimNPO, SimNPO+GD) from the original model
+     with the same number of optimiser steps, each at its learning rate (--lrs, picked by the same
+     --lr-sweep for every method), once per seed in --seeds (the methods' seeds: DareU's sampling, the
+     baselines' batch order; the models they start from are built once, with --seed); DareU stops at
+     the target attribution calibrated to the retain model (unlearn.resolve_target); wall time reported,
   4. evaluate.py's TOFU metrics for all of them against the retain model: forget set = the forget
      authors' rows of forget10_perturbed, retain set = retain_perturbed (the first 20 authors),
      real authors, world facts,
-  5. bench/results/tofu_mini{,_quick}.md and .json (seed, versions, wall times) and, when
-     matplotlib is installed, a plot of Forget Quality against utility and of DareU's attribution.
+  5. bench/results/tofu_mini{,_quick}.md and .json: mean ± std over the seeds of every metric, the
+     classifier report (held-out accuracy and calibration, a_F on refusal / empty / generic texts, the
+     fact probe over every model's forget answers), versions, wall times; when matplotlib is
+     installed, a plot of Forget Quality against utility and of DareU's attribution (first seed).
+With --lr-sweep A,B,C it runs every method at each learning rate on the first seed instead and
+writes tofu_mini{,_quick}_lr_sweep.md/.json: the table of Tug-of-War and the --lrs that picks, for each
+method, the rate with the highest one.
 Model utility is reported twice: TOFU's 9-number harmonic mean (near 0 for a model that never saw
 real authors or world facts) and "retain utility", the harmonic mean of the retain set's
 Probability, ROUGE-L and truth-ratio score.
 
     python bench/tofu_mini.py            # the full bench (about 45 minutes on 2 CPU cores)
     python bench/tofu_mini.py --quick    # a smaller version (about 10 minutes)
+    python bench/tofu_mini.py --quick --lr-sweep 1e-4,3e-4,1e-3 --seeds 3    # pick each method's lr
+    python bench/tofu_mini.py --quick --seeds 0,1,2 --lrs dareu=3e-4,ga=1e-4,...
 """
 import argparse
 import copy
@@ -27,19 +37,21 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 
+import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
-from attribution import load_classifier  # noqa: E402
+from attribution import ClassifierConfig, load_classifier, probe_attribution  # noqa: E402
 from cli import DareuError, add_config_args, config_from_args, run_cli  # noqa: E402
 from data import load_records, owners_of, read_json_records, split_records  # noqa: E402
-from evaluate import EvalConfig, format_table, make_set, score_model, summarise  # noqa: E402
+from evaluate import EvalConfig, fact_probe, format_table, make_set, score_model, summarise  # noqa: E402
 from finetune import FinetuneConfig, finetune  # noqa: E402
 from lora import LoraConfig, add_lora  # noqa: E402
 from metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
@@ -47,10 +59,13 @@ from models import frozen_reference, load_model  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
-from unlearn import UnlearnConfig, unlearn  # noqa: E402
+from unlearn import UnlearnConfig, resolve_target, unlearn  # noqa: E402
 from world import build_world  # noqa: E402
 
-BASELINES = ("ga", "graddiff", "npo", "npo_gd", "simnpo")
+BASELINES = ("ga", "graddiff", "npo", "npo_gd", "simnpo", "simnpo_gd")
+ROWS = ("forget_quality", "model_utility", "retain_utility", "tug_of_war", "forget_attribution", "retain_attribution",
+        "forget_rouge", "retain_rouge", "forget_prob", "retain_prob", "forget_truth_ratio", "retain_truth_ratio",
+        "steps", "seconds")
 
 
 @dataclass
@@ -61,9 +76,18 @@ class BenchConfig:
     layers: int = 4               # from-scratch model: transformer layers
     d_model: int = 128            # from-scratch model: hidden size
     sft_epochs: float = 40.0      # original / retain fine-tuning epochs (enough to learn the answers)
-    classifier_epochs: float = 20.0  # classifier training epochs
+    sft_lr: float = 2e-3          # original / retain fine-tuning learning rate
+    batch_size: int = 32          # QA pairs per step: fine-tuning, classifier and baselines
+    classifier_epochs: float = 40.0  # classifier training epochs
+    classifier_lr: float = 2e-3   # classifier learning rate
+    classifier_heldout: float = 0.1  # fraction of each author's records held out to measure the classifier
+    base: str = ""                # a pretrained model to fine-tune the original, retain and classifier from ("": scratch)
+    prompts: int = 64             # DareU's forget prompts per PPO iteration
     iterations: int = 40          # DareU PPO iterations; baselines get the same number of optimiser steps
-    lr: float = 3e-4              # learning rate of DareU and of every baseline
+    lr: float = 3e-4              # learning rate of every method not in --lrs
+    lrs: str = ""                 # per-method learning rates, "method=lr,..." (the picks of --lr-sweep)
+    lr_sweep: str = ""            # learning rates to sweep (comma-separated): every method at each, first seed
+    seeds: str = "0"              # the methods' seeds (comma-separated): one run each, reported as mean ± std
     kl_coef: float = 0.05         # DareU's β
     reward_form: str = "log"      # DareU's score: "log" (log(1 − a_F + ε), best here) or "neg" (−a_F)
     lora_rank: int = 0            # > 0: DareU and every baseline train LoRA adapters of this rank (results *_lora)
@@ -71,12 +95,20 @@ class BenchConfig:
     ppo_epochs: int = 2           # DareU's PPO epochs per rollout
     max_questions: int = 0        # per evaluation set: 0 = all
     max_new_tokens: int = 200     # greedy answer length in the evaluation (TOFU: 200)
-    seed: int = 0                 # every seed of the bench
+    seed: int = 0                 # the seed of the built models (tokenizer, original, retain, classifier)
     methods: str = "dareu," + ",".join(BASELINES)  # which methods to run (comma-separated)
     work: str = os.path.join(ROOT, "bench", "work")  # cache of the built models (ignored by git)
+    device: str = "cpu"           # where every model trains and runs (float32 throughout)
+    eval_batch_size: int = 16     # questions per generate() call in the evaluation
+    out: str = ""                 # results path without extension (default: bench/results/tofu_mini[_smollm2][_quick]…)
 
 
 QUICK = dict(authors=20, layers=2, sft_epochs=40.0, max_questions=40, max_new_tokens=64)
+# the real-model variant (--smollm2): SmolLM2-135M-Instruct fine-tuned on 4 authors, forgetting 2 (CPU-sized)
+SMOLLM2 = dict(authors=4, forget_fraction=0.5, sft_epochs=4.0, sft_lr=2e-4, batch_size=8, classifier_epochs=3.0,
+               classifier_lr=5e-5, classifier_heldout=0.25, prompts=16, iterations=8, lr=1e-4, max_questions=20,
+               max_new_tokens=64)
+SMOLLM2_QUICK = dict(SMOLLM2, prompts=8, iterations=4, max_questions=8, max_new_tokens=48)
 
 
 def select_owners(records, cfg):
@@ -106,38 +138,77 @@ def evaluation_sets(cfg, forget_recs, keep):
                      cfg.max_questions, "world_facts_perturbed.json")]
 
 
-def run_methods(cfg, records, forget, folder):
-    """DareU and the baselines from the original model, the same optimiser steps each.
-    Returns {method: (model, wall seconds, steps)} and DareU's per-iteration metrics."""
-    original, tokenizer = load_model(os.path.join(folder, "original"))
-    classifier = load_classifier(os.path.join(folder, "classifier"), records)
+def run_methods(cfg, records, forget, folder, classifier, seed, lrs, target):
+    """DareU and the baselines from the original model, the same optimiser steps each, method m at
+    learning rate lrs[m]; DareU stops at greedy forget a_F <= target. Returns {method: (model, wall
+    seconds, steps)}, the tokenizer and DareU's per-iteration metrics."""
+    original, tokenizer = load_model(os.path.join(folder, "original"), cfg.device)
     forget_recs, retain_recs = split_records(records, forget)
-    unlearn_cfg = UnlearnConfig(iterations=cfg.iterations, prompts_per_iter=64, samples_per_prompt=1,
-                                eval_every=5, sample_every=0, seed=cfg.seed)
-    ppo_cfg = PPOConfig(lr=cfg.lr, epochs=cfg.ppo_epochs, retain_coef=cfg.retain_coef)
+    unlearn_cfg = UnlearnConfig(iterations=cfg.iterations, prompts_per_iter=cfg.prompts, samples_per_prompt=1,
+                                eval_every=5, sample_every=0, seed=seed)
+    ppo_cfg = PPOConfig(lr=lrs.get("dareu", cfg.lr), epochs=cfg.ppo_epochs, retain_coef=cfg.retain_coef)
     n_rollout = min(unlearn_cfg.prompts_per_iter, len(forget_recs)) * unlearn_cfg.samples_per_prompt
     steps = cfg.iterations * cfg.ppo_epochs * -(-n_rollout // ppo_cfg.minibatch_size)
     methods, curve = {}, []
-    for method in cfg.methods.split(","):
+    for method in filter(None, cfg.methods.split(",")):
         start = time.time()
         model = copy.deepcopy(original)
         if cfg.lora_rank:
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(seed)
             add_lora(model, LoraConfig(rank=cfg.lora_rank))
         if method == "dareu":
-            metrics_path = os.path.join(folder, "dareu_metrics.jsonl")
-            unlearn(model, tokenizer, frozen_reference(model), classifier, forget_recs, retain_recs, forget, unlearn_cfg,
-                    RolloutConfig(max_new_tokens=64), RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), ppo_cfg,
-                    EvalConfig(max_new_tokens=64), metrics_path)
-            with open(metrics_path, encoding="utf-8") as f:
-                curve = [json.loads(line) for line in f]
-        elif method in BASELINES:
-            finetune(model, tokenizer, forget_recs, FinetuneConfig(objective=method, steps=steps, lr=cfg.lr,
-                                                                   seed=cfg.seed), retain_recs, desc=method)
-        else:
+            with tempfile.TemporaryDirectory() as tmp:   # not in the world folder: runs in parallel share it
+                metrics_path = os.path.join(tmp, "dareu_metrics.jsonl")
+                done, _, _ = unlearn(model, tokenizer, frozen_reference(model), classifier, forget_recs, retain_recs,
+                                     forget, unlearn_cfg, RolloutConfig(max_new_tokens=64),
+                                     RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), ppo_cfg,
+                                     EvalConfig(max_new_tokens=64), metrics_path, target=target)
+                with open(metrics_path, encoding="utf-8") as f:
+                    curve = [json.loads(line) for line in f]
+            methods[method] = (model.eval(), round(time.time() - start, 1), steps * done // cfg.iterations)
+            continue
+        if method not in BASELINES:
             raise DareuError(f"unknown method {method!r}; choose from dareu, {', '.join(BASELINES)}")
+        finetune(model, tokenizer, forget_recs, FinetuneConfig(objective=method, steps=steps, lr=lrs[method],
+                                                               batch_size=cfg.batch_size, seed=seed),
+                 retain_recs, desc=method)
         methods[method] = (model.eval(), round(time.time() - start, 1), steps)
-    return tokenizer, classifier, methods, curve
+    return tokenizer, methods, curve
+
+
+def parse_lrs(cfg):
+    """{method: learning rate}: --lrs where given, --lr otherwise."""
+    lrs = {m: cfg.lr for m in filter(None, cfg.methods.split(","))}   # --methods "": build and score the models only
+    for item in filter(None, cfg.lrs.split(",")):
+        method, _, value = item.partition("=")
+        if method not in lrs:
+            raise DareuError(f"--lrs: {method!r} is not one of the methods ({cfg.methods})")
+        lrs[method] = float(value)
+    return lrs
+
+
+def result_row(s, retain_scores, steps, seconds):
+    """The bench's numbers for one model: summarise() plus every set's metrics, steps and wall time."""
+    r = summarise(s, retain_scores)
+    r["retain_utility"] = hmean([s["retain"][k] for k in ("prob", "rouge", "truth_ratio")])
+    for set_name in s:
+        for k in ("prob", "rouge", "truth_ratio", "attribution"):
+            r[f"{set_name}_{k}"] = s[set_name][k]
+    return {**r, "steps": steps, "seconds": seconds}
+
+
+def mean_std(runs):
+    """{name: {metric: [mean, std]}} over a list of {name: {metric: value}} (std: population, 0 for one run)."""
+    return {name: {k: [float(np.mean([r[name][k] for r in runs])), float(np.std([r[name][k] for r in runs]))]
+                   if runs[0][name][k] is not None else None for k in runs[0][name]} for name in runs[0]}
+
+
+def fmt(value):
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+def cell(value):
+    return None if value is None else f"{value[0]:.3g} ± {value[1]:.2g}"
 
 
 def plot(results, curve, path):
@@ -160,82 +231,166 @@ def plot(results, curve, path):
     fig.savefig(path, dpi=110)
 
 
-def main():
-    p = argparse.ArgumentParser(description="TOFU-mini: DareU against GA, GradDiff, NPO, NPO+GD and SimNPO on real "
-                                            "TOFU text with from-scratch models (CPU).")
-    p.add_argument("--quick", action="store_true", help="a smaller version: " + json.dumps(QUICK))
-    add_config_args(p, BenchConfig)
-    args = p.parse_args()
-    cfg = config_from_args(BenchConfig, args)
-    if args.quick:   # the quick preset, except for flags given explicitly
-        explicit = {a.split("=")[0][2:].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
-        cfg = replace(cfg, **{k: v for k, v in QUICK.items() if k not in explicit})
-    if not os.path.isfile(os.path.join(cfg.tofu, "full.json")):
-        raise DareuError(f"no TOFU folder at {cfg.tofu} (give --tofu)")
-    torch.manual_seed(cfg.seed)
-    t0 = time.time()
-    # 1-2. data, original and retain models, classifier
-    records, forget = select_owners(load_records(cfg.tofu), cfg)
-    key = json.dumps({k: v for k, v in asdict(cfg).items() if k in ("authors", "forget_fraction", "layers", "d_model",
-                                                                     "sft_epochs", "classifier_epochs", "seed")}, sort_keys=True)
-    folder = os.path.join(cfg.work, "tofu_mini-" + "-".join(str(v) for v in json.loads(key).values()))
-    print(f"{len(records)} QA pairs of {len(owners_of(records))} authors; forgetting {', '.join(forget)}")
-    built = build_world(folder, records, forget, cfg.sft_epochs, cfg.classifier_epochs, cfg.layers, cfg.d_model,
-                        cfg.seed)
-    # 3. the methods
-    tokenizer, classifier, methods, curve = run_methods(cfg, records, forget, folder)
-    # 4. evaluation against the retain model
-    sets = evaluation_sets(cfg, split_records(records, forget)[0], keep=min(20, cfg.authors - len(forget)))
-    eval_cfg = EvalConfig(max_new_tokens=cfg.max_new_tokens, max_questions=cfg.max_questions)
-    scores, seconds = {}, {}
-    for name in ("original", "retain"):
-        model, tok = load_model(os.path.join(folder, name))
-        scores[name] = score_model(model, tok, sets, eval_cfg, classifier, forget)
-        seconds[name] = built[f"{name}_seconds"]
-    for name, (model, wall, _) in methods.items():
-        scores[name] = score_model(model, tokenizer, sets, eval_cfg, classifier, forget)
-        seconds[name] = wall
-    results = {}
-    for name, s in scores.items():
-        r = summarise(s, scores["retain"])
-        r["retain_utility"] = hmean([s["retain"][k] for k in ("prob", "rouge", "truth_ratio")])
-        for set_name in s:
-            for k in ("prob", "rouge", "truth_ratio", "attribution"):
-                r[f"{set_name}_{k}"] = s[set_name][k]
-        r["steps"] = methods[name][2] if name in methods else None
-        r["seconds"] = seconds[name]
-        results[name] = r
-    # 5. report
-    rows = ("forget_quality", "model_utility", "retain_utility", "tug_of_war", "forget_attribution",
-            "retain_attribution", "forget_rouge", "retain_rouge", "forget_prob", "retain_prob",
-            "forget_truth_ratio", "retain_truth_ratio", "steps", "seconds")
-    table = format_table({row: {n: results[n][row] for n in results} for row in rows}, list(results))
-    check = scores["original"]["forget"]["rouge"]
-    versions = {"python": platform.python_version(),
-                **{p_: metadata.version(p_) for p_ in ("torch", "transformers", "numpy")}}
-    report = {"config": asdict(cfg), "quick": args.quick, "forget_authors": forget, "built": built,
-              "original_forget_rouge": check, "versions": versions, "rouge": ROUGE_IMPL, "ks": KS_IMPL,
-              "total_seconds": round(time.time() - t0, 1), "results": results,
-              "sets": {s["name"]: {"source": s["source"], "n": len(s["questions"]), "n_total": s["n_total"]} for s in sets}}
-    out = os.path.join(ROOT, "bench", "results", ("tofu_mini_quick" if args.quick else "tofu_mini")
-                       + (f"_lora{cfg.lora_rank}" if cfg.lora_rank else ""))
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    header = (f"# TOFU-mini{' (quick)' if args.quick else ''}\n\n{len(owners_of(records))} TOFU authors, forgetting "
-              f"{len(forget)}; from-scratch {cfg.layers}-layer d={cfg.d_model} Llama"
-              f"{f', LoRA rank {cfg.lora_rank} for every method' if cfg.lora_rank else ''}; seed {cfg.seed}; "
-              f"original forget ROUGE-L {check:.3f}; classifier held-out accuracy "
-              f"{built['classifier_heldout_accuracy']:.3f}; {report['total_seconds']:.0f} s in all.\n"
-              f"Versions: {json.dumps(versions)}. ROUGE: {ROUGE_IMPL}. KS: {KS_IMPL}.\n\n")
+def sweep_table(report):
+    """Tug-of-War per method (rows) and swept learning rate (columns), and each method's pick: the
+    rate with the highest (the first of equals); sets report["picked"] and report["lrs_flag"]."""
+    sweep, runs = report["sweep"], report["runs"]
+    methods = [m for m in runs[0] if m not in ("original", "retain")]
+    picked = report["picked"] = {m: sweep[max(range(len(sweep)), key=lambda i: runs[i][m]["tug_of_war"])]
+                                 for m in methods}
+    report["lrs_flag"] = ",".join(f"{m}={lr:g}" for m, lr in picked.items())
+    table = format_table({m: {**{f"lr {lr:g}": run[m]["tug_of_war"] for lr, run in zip(sweep, runs)},
+                              "picked": f"{picked[m]:g}"} for m in methods}, [f"lr {lr:g}" for lr in sweep] + ["picked"])
+    return (f"Tug-of-War per method (rows) and learning rate, seed {report['seed']}:\n\n{table}\n\n"
+            f"Next: --lrs {report['lrs_flag']}")
+
+
+def seeds_table(report):
+    """The mean ± std table of a report's runs (one per seed); sets report["results"]."""
+    results = report["results"] = mean_std(report["runs"])
+    table = format_table({row: {n: cell(results[n][row]) for n in results} for row in ROWS}, list(results))
+    return f"Mean ± std over seeds {report['seeds']}; learning rates {json.dumps(report['lrs'])}.\n\n" + table
+
+
+def write_report(out, header, table, report):
+    report["header"] = header
     with open(out + ".md", "w", encoding="utf-8") as f:
         f.write(header + table + "\n")
     with open(out + ".json", "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     print(table)
-    try:
-        plot(results, curve, out + ".png")
-        print(f"plot: {out}.png")
-    except ImportError:
-        print("matplotlib not installed: no plot (the table above has the numbers)")
+
+
+def merge(paths, out):
+    """One report from reports of the same bench run (e.g. run in parallel) that differ only in their
+    --seeds (the runs pooled: mean ± std) or only in their --lr (a learning-rate sweep on one seed);
+    the first one's header (built models, classifier report)."""
+    reports = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            reports.append(json.load(f))
+    first, varies = reports[0], "lr" if len({r["config"]["lr"] for r in reports}) > 1 else "seeds"
+    same = {varies: "", "out": "", "lrs": ""}
+    if any(r["config"] | same != first["config"] | same for r in reports):
+        raise DareuError("--merge: the reports differ in more than their seeds, or more than their --lr")
+    report = {**first, "runs": [x for r in reports for x in r["runs"]], "merged_from": paths,
+              "total_seconds": [r["total_seconds"] for r in reports]}
+    if varies == "lr":
+        report.update(sweep=[r["config"]["lr"] for r in reports], seed=first["seeds"][0])
+    else:
+        report["seeds"] = [s for r in reports for s in r["seeds"]]
+    write_report(out, first["header"] + f"Merged from {len(paths)} runs: {', '.join(paths)}.\n\n",
+                 sweep_table(report) if varies == "lr" else seeds_table(report), report)
+
+
+def main():
+    p = argparse.ArgumentParser(description="TOFU-mini: DareU against GA, GradDiff, NPO, NPO+GD, SimNPO and SimNPO+GD "
+                                            "on real TOFU text with from-scratch models (CPU).")
+    p.add_argument("--quick", action="store_true", help="a smaller version: " + json.dumps(QUICK))
+    p.add_argument("--smollm2", action="store_true", help="the real-model variant, on SmolLM2-135M-Instruct "
+                                                          "(bench/smollm2.py): " + json.dumps(SMOLLM2)
+                                                          + "; with --quick: " + json.dumps(SMOLLM2_QUICK))
+    p.add_argument("--merge", help="reports (.json, comma-separated) of runs with different --seeds: write their "
+                                   "pooled table to --out")
+    add_config_args(p, BenchConfig)
+    args = p.parse_args()
+    cfg = config_from_args(BenchConfig, args)
+    if args.merge:
+        if not cfg.out:
+            raise DareuError("--merge needs --out")
+        return merge(args.merge.split(","), cfg.out)
+    preset = ((SMOLLM2_QUICK if args.quick else SMOLLM2) if args.smollm2 else QUICK if args.quick else {})
+    explicit = {a.split("=")[0][2:].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
+    cfg = replace(cfg, **{k: v for k, v in preset.items() if k not in explicit})   # flags given explicitly win
+    if args.smollm2 and not cfg.base:
+        from smollm2 import prepare
+        cfg = replace(cfg, base=prepare())
+    if not os.path.isfile(os.path.join(cfg.tofu, "full.json")):
+        raise DareuError(f"no TOFU folder at {cfg.tofu} (give --tofu)")
+    seeds, lrs = [int(x) for x in cfg.seeds.split(",")], parse_lrs(cfg)
+    sweep = [float(x) for x in filter(None, cfg.lr_sweep.split(","))]
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    # 1-2. data, original and retain models, classifier
+    records, forget = select_owners(load_records(cfg.tofu), cfg)
+    key = {k: v for k, v in sorted(asdict(cfg).items()) if k in (
+        "authors", "forget_fraction", "layers", "d_model", "sft_epochs", "sft_lr", "batch_size", "classifier_epochs",
+        "classifier_lr", "classifier_heldout", "seed")}
+    folder = os.path.join(cfg.work, "tofu_mini-" + (os.path.basename(cfg.base.rstrip("/")) + "-" if cfg.base else "")
+                          + "-".join(str(v) for v in key.values()))
+    print(f"{len(records)} QA pairs of {len(owners_of(records))} authors; forgetting {', '.join(forget)}")
+    built = build_world(folder, records, forget,
+                        FinetuneConfig(epochs=cfg.sft_epochs, lr=cfg.sft_lr, batch_size=cfg.batch_size, seed=cfg.seed),
+                        ClassifierConfig(epochs=cfg.classifier_epochs, lr=cfg.classifier_lr, batch_size=cfg.batch_size,
+                                         seed=cfg.seed, heldout=cfg.classifier_heldout),
+                        cfg.layers, cfg.d_model, cfg.device, cfg.base or None)
+    sets = evaluation_sets(cfg, split_records(records, forget)[0], keep=min(20, cfg.authors - len(forget)))
+    eval_cfg = EvalConfig(max_new_tokens=cfg.max_new_tokens, max_questions=cfg.max_questions,
+                          batch_size=cfg.eval_batch_size)
+    classifier = load_classifier(os.path.join(folder, "classifier"), records, device=cfg.device)
+    # 3. the original and retain models, which set DareU's target
+    scores = {}
+    for name in ("original", "retain"):
+        model, tok = load_model(os.path.join(folder, name), cfg.device)
+        scores[name] = score_model(model, tok, sets, eval_cfg, classifier, forget)
+    target, level, _ = resolve_target(UnlearnConfig(), {"retain": {"forget_attribution":
+                                                                    scores["retain"]["forget"]["attribution"]}})
+    print(f"DareU's target: greedy forget a_F <= {target:.3f} (the retain model's {level:.3f})")
+    fixed = {n: result_row(scores[n], scores["retain"], None, built[f"{n}_seconds"]) for n in scores}
+    # 4. the methods, per seed (or per swept learning rate), scored against the retain model
+    runs, probe_answers, curve = [], [], []   # the fact probe: every method's forget answers (first run)
+    for lr_or_seed in (sweep or seeds):
+        seed, run_lrs = (seeds[0], {m: lr_or_seed for m in lrs}) if sweep else (lr_or_seed, lrs)
+        tokenizer, methods, seed_curve = run_methods(cfg, records, forget, folder, classifier, seed, run_lrs, target)
+        curve = curve or seed_curve
+        results = dict(fixed)
+        for name, (model, wall, steps) in methods.items():
+            s = score_model(model, tokenizer, sets, eval_cfg, classifier, forget)
+            results[name] = result_row(s, scores["retain"], steps, wall)
+            if len(runs) == 0:
+                probe_answers.append(s["forget"]["per_question"])
+        runs.append(results)
+    # 5. report
+    check = scores["original"]["forget"]["rouge"]
+    versions = {"python": platform.python_version(),
+                **{p_: metadata.version(p_) for p_ in ("torch", "transformers", "numpy")}}
+    clf_report = {"heldout_accuracy": built["classifier_heldout_accuracy"],
+                  "heldout_ece": built.get("classifier_heldout_ece"),
+                  "probes": probe_attribution(classifier, forget), "fact_probe": fact_probe(probe_answers)}
+    report = {"config": asdict(cfg), "quick": args.quick, "forget_authors": forget, "built": built, "lrs": lrs,
+              "target": target, "original_forget_rouge": check, "versions": versions, "rouge": ROUGE_IMPL,
+              "ks": KS_IMPL, "classifier_report": clf_report, "total_seconds": round(time.time() - t0, 1)}
+    out = cfg.out or os.path.join(ROOT, "bench", "results", "tofu_mini" + ("_smollm2" if args.smollm2 else "")
+                                  + ("_quick" if args.quick else "") + (f"_lora{cfg.lora_rank}" if cfg.lora_rank else "")
+                                  + ("_lr_sweep" if sweep else ""))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    model_text = (f"{os.path.basename(cfg.base.rstrip('/'))} fine-tuned" if cfg.base else
+                  f"from-scratch {cfg.layers}-layer d={cfg.d_model} Llama")
+    header = (f"# TOFU-mini{' SmolLM2' if args.smollm2 else ''}{' (quick)' if args.quick else ''}"
+              f"{': learning-rate sweep' if sweep else ''}\n\n"
+              f"{len(owners_of(records))} TOFU authors, forgetting {len(forget)}; {model_text}"
+              f"{f', LoRA rank {cfg.lora_rank} for every method' if cfg.lora_rank else ''}; "
+              f"models built with seed {cfg.seed} on {cfg.device}; original forget ROUGE-L {check:.3f}; DareU's target a_F "
+              f"{target:.3f}; {report['total_seconds']:.0f} s in all.\n"
+              f"Classifier: held-out accuracy {clf_report['heldout_accuracy']:.3f}, calibration error "
+              f"{clf_report['heldout_ece']:.3f}; a_F on refusal / empty / generic texts "
+              + ", ".join(f"{t!r} {a:.3f}" for t, a in clf_report["probes"].items())
+              + f"; fact probe ρ(a_F, ROUGE-L) {fmt(clf_report['fact_probe']['spearman'])} over "
+              f"{clf_report['fact_probe']['answers']} forget answers of the methods' models (first run).\n"
+              f"Versions: {json.dumps(versions)}. ROUGE: {ROUGE_IMPL}. KS: {KS_IMPL}.\n\n")
+    if sweep:
+        report.update(sweep=sweep, seed=seeds[0], runs=runs)
+        table = sweep_table(report)
+    else:
+        report.update(seeds=seeds, runs=runs)
+        table = seeds_table(report)
+    write_report(out, header, table, report)
+    if not sweep:
+        try:
+            plot(runs[0], curve, out + ".png")
+            print(f"plot: {out}.png")
+        except ImportError:
+            print("matplotlib not installed: no plot (the table above has the numbers)")
     print(f"wrote {out}.md and {out}.json in {report['total_seconds']:.0f} s")
 
 
