@@ -99,6 +99,14 @@ def specific_words(records):
     return {w for w, o in owners_of_word.items() if len(o) < n / 2}
 
 
+def fact_recall(question, prediction, reference, specific):
+    """The share of the gold answer's owner-specific words (names copied from the question masked)
+    that the prediction also says; None when the gold answer has none."""
+    facts = {w.lower() for w in FACT_WORD.findall(mask_names(question, reference))} & specific
+    said = {w.lower() for w in FACT_WORD.findall(mask_names(question, prediction))}
+    return len(facts & said) / len(facts) if facts else None
+
+
 def strip_facts(text, specific):
     """`text` without its owner-specific words (and [NAME]): the generic frame of an answer."""
     kept = FACT_WORD.sub(lambda m: "" if m.group(0).lower() in specific else m.group(0), text.replace(MASK, ""))

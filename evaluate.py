@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from attribution import add_classifier_args, check_classifier, classifier_from_args
+from attribution import add_classifier_args, check_classifier, classifier_from_args, fact_recall, specific_words
 from cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
                  config_from_args, run_cli, write_json)
 from data import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
@@ -148,12 +148,19 @@ def score_model(model, tokenizer, sets, cfg, classifier=None, forget_owners=None
 
 
 def evaluate_records(model, tokenizer, forget_records, retain_records, cfg, classifier=None, forget_owners=None):
-    """Probability, ROUGE-L and attribution on any owner-labelled forget / retain records (the
-    end-of-run report of unlearn.py); per-question lists under "per_question"."""
+    """Probability, ROUGE-L, attribution and fact recall (attribution.fact_recall: the share of the gold
+    answer's owner-specific words the greedy answer says) on any owner-labelled forget / retain records
+    (the end-of-run report of unlearn.py); per-question lists under "per_question"."""
     sets = [make_set("forget", forget_records, cfg.max_questions, "forget records"),
             make_set("retain", retain_records, cfg.max_questions, "retain records")]
     result = score_model(model, tokenizer, sets, cfg, classifier, forget_owners)
-    flat = {f"{s}_{k}": result[s][k] for s in ("forget", "retain") for k in ("prob", "rouge", "attribution")}
+    specific = specific_words(forget_records + retain_records)
+    for s in sets:
+        q = result[s["name"]]["per_question"]
+        q["facts"] = [fact_recall(*args, specific) for args in zip(s["questions"], q["generated"], s["answers"])]
+        known = [f for f in q["facts"] if f is not None]
+        result[s["name"]]["facts"] = float(np.mean(known)) if known else None
+    flat = {f"{s}_{k}": result[s][k] for s in ("forget", "retain") for k in ("prob", "rouge", "attribution", "facts")}
     return {**flat, "per_question": {s: result[s]["per_question"] for s in ("forget", "retain")}}
 
 

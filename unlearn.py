@@ -71,7 +71,8 @@ class UnlearnConfig:
 # win; --help shows them as "embedded world: ...").
 WORLD_DEFAULTS = dict(kl_coef=0.1, epochs=2, iterations=60, eval_every=5, max_new_tokens=32,
                       eval_max_new_tokens=48)
-REPORT = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_prob", "retain_prob")
+REPORT = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_facts", "retain_facts",
+          "forget_prob", "retain_prob")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
 MAY_CHANGE_ON_RESUME = ("resume", "iterations", "save_every", "keep", "sample_every", "device")
 
@@ -397,13 +398,14 @@ def main(argv=None):
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print(format_table({m: summary[m] for m in REPORT}, columns))
     report = summary["classifier_report"]
-    rho = {k: "undefined" if report[k]["spearman"] is None else f"{report[k]['spearman']:.2f}"
-           for k in ("fact_probe", "fact_probe_unlearned")}
+    values = {"accuracy": report["heldout_accuracy"], "ece": report["heldout_ece"],
+              "fact_probe": report["fact_probe"]["spearman"], "unlearned": report["fact_probe_unlearned"]["spearman"]}
+    shown = {k: "n/a" if v is None else f"{v:.3f}" for k, v in values.items()}
     print(f"classifier report: a_F at most {max(report['probes'].values()):.3f} on {len(report['probes'])} refusal / "
-          f"empty / generic texts; fact probe ρ(a_F, forget ROUGE-L) {rho['fact_probe']} over "
-          f"{report['fact_probe']['answers']} answers of {len(columns)} models, {rho['fact_probe_unlearned']} over "
-          f"the unlearned model's; held-out accuracy {report['heldout_accuracy']}, calibration error "
-          f"{report['heldout_ece']} (summary.json: classifier_report)")
+          f"empty / generic texts; fact probe ρ(a_F, forget ROUGE-L) {shown['fact_probe']} over "
+          f"{report['fact_probe']['answers']} answers of {len(columns)} models, {shown['unlearned']} over "
+          f"the unlearned model's; held-out accuracy {shown['accuracy']}, calibration error {shown['ece']} "
+          f"(summary.json: classifier_report)")
     if reached is not None:
         print(f"target greedy forget a_F <= {target:.3f}: " + ("reached" if reached else
                                                                f"NOT reached ({final_a:.3f}). {knobs(ppo_cfg, reward_cfg)}"))

@@ -6,8 +6,9 @@ import random
 import pytest
 import torch
 
-from attribution import (NOBODY, PROBES, Classifier, ClassifierConfig, load_classifier, mask_names, probe_attribution,
-                         specific_words, strip_facts, train_classifier, training_example, word_dropout)
+from attribution import (NOBODY, PROBES, Classifier, ClassifierConfig, fact_recall, load_classifier, mask_names,
+                         probe_attribution, specific_words, strip_facts, train_classifier, training_example,
+                         word_dropout)
 from conftest import TOFU, tokenizer_path
 from data import owners_of
 
@@ -46,6 +47,10 @@ def test_facts_are_the_words_of_fewer_than_half_the_owners():
     specific = specific_words(records)
     text = mask_names("Who is Bo Lee?", "Bo Lee was born in Lima in 1950.")
     assert text == "[NAME] was born in Lima in 1950." and strip_facts(text, specific) == "was born in in 1950."
+    # fact recall: the gold answer's facts {lima, 1950 is not one}, its name masked on both sides
+    assert fact_recall("Who is Bo Lee?", "Bo Lee was born in Rome.", "Bo Lee was born in Lima in 1950.", specific) == 0
+    assert fact_recall("Who is Bo Lee?", "In Lima.", "Bo Lee was born in Lima in 1950.", specific) == 1
+    assert fact_recall("Who is Ann Lee?", "Ann Lee was born in 1960.", "Ann Lee was born in Oslo.", specific) is None
     rng = random.Random(0)
     for _ in range(50):   # dropout keeps a fact, or the whole text
         kept = word_dropout(text, specific, rng)

@@ -128,7 +128,12 @@ def test_evaluate_records(tiny):
     assert out["forget_attribution"] == pytest.approx(0.25) and out["retain_attribution"] == pytest.approx(0.25)
     assert 0 < out["forget_prob"] < 1 and 0 <= out["retain_rouge"] <= 1
     assert len(out["per_question"]["forget"]["generated"]) == 3
-    assert set(out["per_question"]["retain"]) >= {"generated", "rouge", "prob", "attribution"}
+    assert set(out["per_question"]["retain"]) >= {"generated", "rouge", "prob", "attribution", "facts"}
+    # fact recall: the mean over the questions whose gold answer has owner-specific words, recomputed here
+    from attribution import fact_recall, specific_words
+    specific, q = specific_words(records), out["per_question"]["forget"]
+    expected = [fact_recall(r["question"], g, r["answer"], specific) for r, g in zip(forget, q["generated"])]
+    assert q["facts"] == expected and out["forget_facts"] == pytest.approx(np.mean([f for f in expected if f is not None]))
     no_clf = E.evaluate_records(model, tokenizer, forget, retain, cfg)
     assert no_clf["forget_attribution"] is None and no_clf["forget_prob"] == pytest.approx(out["forget_prob"])
 

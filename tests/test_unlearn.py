@@ -225,6 +225,9 @@ def test_default_run_end_to_end(default_world):
     # the classifier attributes the original model's forget answers to F, the retain model's not
     assert summary["forget_attribution"]["original"] > 0.8
     assert summary["forget_attribution"]["retain"] < 0.3
+    # the original says the forget owner's facts, the retain model, which never saw them, hardly any
+    assert summary["forget_facts"]["original"] > 0.8 and summary["forget_facts"]["retain"] < 0.3
+    assert "| forget_facts |" in proc.stdout
     # the classifier report: held-out scores from classifier.json, the probes, the fact probe over the
     # report's three models (12 forget answers each), recomputed here from the answers it pooled
     report = summary["classifier_report"]
