@@ -108,8 +108,8 @@ class BenchConfig:
 
 QUICK = dict(authors=20, layers=2, sft_epochs=40.0, max_questions=40, max_new_tokens=64)
 # the real-model variant (--smollm2): SmolLM2-135M-Instruct fine-tuned on 4 authors, forgetting 2 (CPU-sized)
-SMOLLM2 = dict(authors=4, forget_fraction=0.5, sft_epochs=4.0, sft_lr=2e-4, batch_size=8, classifier_epochs=3.0,
-               classifier_lr=5e-5, classifier_heldout=0.25, prompts=16, iterations=8, lr=1e-4, max_questions=20,
+SMOLLM2 = dict(authors=4, forget_fraction=0.5, sft_epochs=4.0, sft_lr=2e-4, batch_size=8, classifier_epochs=6.0,
+               classifier_lr=2e-4, classifier_heldout=0.25, prompts=16, iterations=8, lr=1e-4, max_questions=20,
                max_new_tokens=64)
 SMOLLM2_QUICK = dict(SMOLLM2, prompts=8, iterations=4, max_questions=8, max_new_tokens=48)
 
