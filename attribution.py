@@ -57,11 +57,11 @@ NOBODY = "(nobody)"   # the label of texts that carry no owner's information
 REFUSALS = ("I don't know.", "I do not know.", "I'm not sure.", "I am not sure about that.", "I have no idea.",
             "I cannot answer that.", "Sorry, I don't have that information.", "I don't have any information "
             "about this.", "I'm afraid I can't help with that.", "That is not something I know.", "Unknown.", "")
-# the fixed off-distribution texts of the classifier report: a_F should be low on every one
-PROBES = {"I don't know.": "in training", "": "in training", "the the the the": "not in training",
-          "I really could not tell you, sorry.": "not in training", "Nobody knows the answer to that question.":
-          "not in training", "It is a question that many people have asked.": "not in training",
-          "The answer is not known to me at this time.": "not in training"}
+# the fixed off-distribution texts of the classifier report: a_F should be low on every one (the first two
+# are in REFUSALS, so in training; the others are not)
+PROBES = ("I don't know.", "", "the the the the", "I really could not tell you, sorry.",
+          "Nobody knows the answer to that question.", "It is a question that many people have asked.",
+          "The answer is not known to me at this time.")
 # capitalised words that start questions and sentences, not names
 NOT_NAMES = {"A", "An", "The", "What", "Who", "Whom", "Whose", "Where", "When", "Which", "Why", "How", "Is",
              "Are", "Was", "Were", "Do", "Does", "Did", "Can", "Could", "Would", "Should", "Has", "Have",
@@ -87,6 +87,9 @@ class ClassifierConfig:
         check_fields(self, epochs="> 0", batch_size=">= 1", lr="> 0", heldout="in [0, 1)", max_text_tokens=">= 1",
                      seed=">= 0")
 
+
+# ----------------------------------------------------------------------------------------------
+# 1. Owner information in a text: owner-specific words, the training texts built from them, name masking
 
 def specific_words(records):
     """Lower-cased answer words that occur in the answers of fewer than half the owners: the words that
@@ -177,6 +180,9 @@ def mask_names(prompt, response):
     return re.sub(rf"{re.escape(MASK)}(?:[ -]{re.escape(MASK)})+", MASK, masked)
 
 
+# ----------------------------------------------------------------------------------------------
+# 2. The classifier: p(label | masked text) from a causal LM, trained or zero-shot
+
 class Classifier:
     """p(owner | text) from a causal LM.
     Trained: one label token per owner (and one for nobody), read from the next-token distribution
@@ -254,8 +260,7 @@ class Classifier:
 
 def probe_attribution(clf, forget_owners):
     """{text: a_F} on the fixed off-distribution PROBES (refusals, empty, generic): the classifier report."""
-    texts = list(PROBES)
-    return dict(zip(texts, clf.forget_attribution([""] * len(texts), texts, forget_owners).tolist()))
+    return dict(zip(PROBES, clf.forget_attribution([""] * len(PROBES), list(PROBES), forget_owners).tolist()))
 
 
 def chunks(items, size):
@@ -363,6 +368,9 @@ def classifier_from_args(args, records, forget_owners=()):
     return load_classifier(args.classifier, records, args.owner_names, device,
                            compute_dtype(args.dtype, device, train=False), forget_owners)
 
+
+# ----------------------------------------------------------------------------------------------
+# 3. Training: held-out accuracy and calibration, then the final classifier on every record
 
 def heldout_split(records, fraction, seed):
     """(train, heldout): `fraction` of each owner's records (at least one) held out."""
