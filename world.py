@@ -5,6 +5,8 @@ A world is a folder holding
     records.jsonl       the owner-labelled records (data.py)
     original/           a tiny Llama trained from scratch on every owner (finetune.py, sft)
     retain/             the same, trained without the forget owners: the reference DareU aims for
+                        (the synthetic world's two also train on renamed copies of their records,
+                        so that, as a pretrained model does, they repeat a name they never saw)
     classifier/         the attribution classifier, masked answer -> owner (attribution.py)
     world.json          the forget owners, losses, held-out accuracy and wall times
 built in a staging folder and moved into place when complete, so a cached world is always whole.
@@ -14,16 +16,17 @@ built in a staging folder and moved into place when complete, so a cached world 
 import argparse
 import json
 import os
+import random
 import shutil
 import time
 
 from attribution import ClassifierConfig, train_classifier
 from cli import HelpFormatter, publish, run_cli, staging_dir, write_json, write_jsonl
-from data import owners_of, split_records, synthetic_world
+from data import FIRST, LAST, owners_of, split_records, synthetic_world
 from finetune import FinetuneConfig, finetune
 from models import load_model, save_model, tiny_model, train_tokenizer
 
-WORLD_VERSION = "v3"   # bump when what build_world makes changes, so old caches are not reused
+WORLD_VERSION = "v4"   # bump when what build_world makes changes, so old caches are not reused
 
 
 def cache_dir():
@@ -31,13 +34,32 @@ def cache_dir():
     return os.environ.get("DAREU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dareu")
 
 
-def build_world(folder, records, forget, sft, classifier, layers=2, d_model=128, device="cpu", base=None):
+def renamed_copies(records, seed):
+    """One copy of each synthetic-world record (owner = name) with the owner's name, in question and
+    answer, swapped for an invented one (a FIRST and a LAST name no owner has); the copy keeps its
+    owner, so split_records puts it with its source. A from-scratch model cannot repeat a name it
+    never saw: trained on the world alone, the retain model answers "Where was Nestor Tallis
+    born?" with a retained owner's name, unlike a retrained LLM (SPEC §2). With these copies it
+    learns to repeat the question's name, so its answers differ from the gold ones by the facts."""
+    rng = random.Random(seed)
+    owners = set(owners_of(records))
+    invented = sorted(f"{a} {b}" for a in FIRST for b in LAST if f"{a} {b}" not in owners)
+    copies = []
+    for r in records:
+        name = rng.choice(invented)
+        copies.append({**r, "question": r["question"].replace(r["owner"], name),
+                       "answer": r["answer"].replace(r["owner"], name)})
+    return copies
+
+
+def build_world(folder, records, forget, sft, classifier, layers=2, d_model=128, device="cpu", base=None,
+                sft_records=None):
     """Build (once) the world of `records` with the owners `forget` to forget in `folder`; returns
-    its world.json. Order: a BPE tokenizer on every owner's text, the original model (all owners),
+    its world.json. Order: a BPE tokenizer on the fine-tuning text, the original model (all owners),
     the retain model (all but `forget`), each a tiny Llama from scratch (`layers`, `d_model`) or
-    the pretrained `base` fine-tuned, by finetune.py with `sft` (a FinetuneConfig); the classifier,
-    from scratch or from `base`, by attribution.py with `classifier` (a ClassifierConfig: held-out
-    accuracy, then all records)."""
+    the pretrained `base` fine-tuned, by finetune.py with `sft` (a FinetuneConfig) on `sft_records`
+    (default: `records`); the classifier, from scratch or from `base`, by attribution.py with
+    `classifier` (a ClassifierConfig: held-out accuracy, then all records)."""
     meta_path = os.path.join(folder, "world.json")
     if os.path.isfile(meta_path):
         with open(meta_path, encoding="utf-8") as f:
@@ -47,9 +69,10 @@ def build_world(folder, records, forget, sft, classifier, layers=2, d_model=128,
     try:
         meta = {"forget": list(forget), "owners": owners_of(records), "seed": sft.seed, "base": base}
         write_jsonl(os.path.join(stage, "records.jsonl"), records)
+        sft_records = sft_records or records
         if not base:
-            tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in records])
-        for name, train in (("original", records), ("retain", split_records(records, forget)[1])):
+            tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in sft_records])
+        for name, train in (("original", sft_records), ("retain", split_records(sft_records, forget)[1])):
             t0 = time.time()
             if base:
                 model, tokenizer = load_model(base, device, train=True)
@@ -79,7 +102,8 @@ def default_world(seed=0, cache=None):
     folder = os.path.join(cache or cache_dir(), f"world-{WORLD_VERSION}-seed{seed}")
     records = synthetic_world(n_owners=8, seed=seed)
     return folder, build_world(folder, records, owners_of(records)[-1:], FinetuneConfig(epochs=60.0, seed=seed),
-                               ClassifierConfig(epochs=100.0, seed=seed))
+                               ClassifierConfig(epochs=100.0, seed=seed),
+                               sft_records=records + renamed_copies(records, seed))
 
 
 def main():

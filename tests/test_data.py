@@ -93,3 +93,20 @@ def test_synthetic_world_has_owner_unique_facts():
     assert synthetic_world(n_owners=8, seed=3) == records and synthetic_world(n_owners=8, seed=4) != records
 
 
+
+
+def test_renamed_copies_swap_the_name_and_keep_the_owner():
+    from data import FIRST, LAST
+    from world import renamed_copies
+    records = synthetic_world(n_owners=8, seed=0)
+    copies = renamed_copies(records, seed=0)
+    owners = set(owners_of(records))
+    assert len(copies) == len(records) and copies == renamed_copies(records, seed=0)
+    names = set()
+    for r, c in zip(records, copies):
+        [name] = [f"{a} {b}" for a in FIRST for b in LAST if f"{a} {b}" in c["question"]]
+        assert name not in owners and c["owner"] == r["owner"]
+        assert (c["question"], c["answer"]) == (r["question"].replace(r["owner"], name),
+                                                r["answer"].replace(r["owner"], name))
+        names.add(name)
+    assert len(names) > 50   # many names, so that repeating the question's name is what pays

@@ -228,6 +228,9 @@ def test_default_run_end_to_end(default_world):
     # the original says the forget owner's facts, the retain model, which never saw them, hardly any
     assert summary["forget_facts"]["original"] > 0.8 and summary["forget_facts"]["retain"] < 0.3
     assert "| forget_facts |" in proc.stdout
+    # ... but repeats the question's name, as a retrained LLM would (world.renamed_copies)
+    name = summary["forget_owners"][0]
+    assert sum(name in a for a in summary["answers"]["retain"]["forget"]["generated"]) >= 10
     # the classifier report: held-out scores from classifier.json, the probes, the fact probe over the
     # report's three models (12 forget answers each), recomputed here from the answers it pooled
     report = summary["classifier_report"]
