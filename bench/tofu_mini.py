@@ -30,7 +30,7 @@ Probability, ROUGE-L and truth-ratio score.
     python bench/tofu_mini.py --quick --seeds 0,1,2 --lrs dareu=3e-4,ga=1e-4,...   # 20 authors (~15 min a seed)
     python bench/tofu_mini.py --seeds 0,1,2 --lrs dareu=3e-4,ga=1e-4,...           # 40 authors
     python bench/tofu_mini.py --smollm2 --quick          # the real-model variant, in bf16 (14 min cold, 2 cores)
-    python bench/tofu_mini.py --smollm2                  # the same, more prompts, iterations and questions
+    python bench/tofu_mini.py --smollm2                  # more prompts, iterations and questions (24 min cold)
     python bench/tofu_mini.py --merge a.json,b.json --out bench/results/NAME        # pool runs made in parallel
 On an H200 (--device cuda --eval-batch-size 256) the sweep took 200 s and a seed of the full bench
 about 270 s, three at a time.
