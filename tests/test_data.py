@@ -93,8 +93,6 @@ def test_synthetic_world_has_owner_unique_facts():
     assert synthetic_world(n_owners=8, seed=3) == records and synthetic_world(n_owners=8, seed=4) != records
 
 
-
-
 def test_renamed_copies_swap_the_name_and_keep_the_owner():
     from data import FIRST, LAST
     from world import renamed_copies
