@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from attribution import add_classifier_args, check_classifier, classifier_from_args, fact_recall, specific_words
+from attribution import (add_classifier_args, check_classifier, classifier_from_args, classifier_meta, fact_recall,
+                         probe_attribution, specific_words)
 from cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
                  config_from_args, run_cli, write_json)
 from data import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
@@ -175,6 +176,31 @@ def fact_probe(per_question):
     rouge = [r for q in per_question for r in q["rouge"]]
     rho = spearman(a_f, rouge)
     return {"spearman": None if math.isnan(rho) else rho, "answers": len(a_f)}   # None: a constant sample
+
+
+def classifier_report(path, classifier, forget_owners, answers, unlearned=None):
+    """What the classifier at `path` is worth (METHOD.md §2): held-out accuracy and calibration error
+    (from classifier.json; None for zero-shot), a_F on the fixed off-distribution probes, the fact
+    probe over `answers` (per_question dicts of forget sets, pooled) and, when given, over the
+    unlearned model's forget answers `unlearned` alone."""
+    meta = classifier_meta(path) or {}
+    report = {"heldout_accuracy": meta.get("heldout_accuracy"), "heldout_ece": meta.get("heldout_ece"),
+              "probes": probe_attribution(classifier, forget_owners), "fact_probe": fact_probe(answers)}
+    if unlearned is not None:
+        report["fact_probe_unlearned"] = fact_probe([unlearned])
+    return report
+
+
+def classifier_report_line(report):
+    """classifier_report in one line (printed by unlearn.py, in the bench headers)."""
+    def text(v):
+        return "n/a" if v is None else f"{v:.3f}"
+    probe, own = report["fact_probe"], report.get("fact_probe_unlearned")
+    return (f"a_F at most {max(report['probes'].values()):.3f} on {len(report['probes'])} refusal / empty / generic "
+            f"texts; fact probe ρ(a_F, forget ROUGE-L) {text(probe['spearman'])} over {probe['answers']} answers"
+            + (f", {text(own['spearman'])} over the unlearned model's {own['answers']}" if own else "")
+            + f"; held-out accuracy {text(report['heldout_accuracy'])}, "
+            f"calibration error {text(report['heldout_ece'])}")
 
 
 def tow_accuracy(scores):

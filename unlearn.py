@@ -29,12 +29,12 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from attribution import add_classifier_args, check_classifier, classifier_from_args, classifier_meta, probe_attribution
+from attribution import add_classifier_args, check_classifier, classifier_from_args
 from cli import (SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args, add_resume_arg, check_device,
                  check_fields, check_out_path, checkpointing, checkpoints, config_from_args, load_state, publish,
                  rng_state, run_cli, save_checkpoint, set_rng_state, staging_dir, write_json)
 from data import add_data_args, load_records, resolve_forget, split_records
-from evaluate import EvalConfig, evaluate_records, fact_probe, format_table
+from evaluate import EvalConfig, classifier_report, classifier_report_line, evaluate_records, format_table
 from finetune import MAX_NONFINITE, Batches
 from lora import LoraConfig, lora_layers
 from models import (PhaseTimer, add_memory_args, add_model_args, autocast, check_model_folder, compute_dtype,
@@ -215,17 +215,6 @@ def stalled(start, now, target, it, iterations):
     return it >= STALL_AFTER * iterations and start - now < STALL_PROGRESS * (start - target)
 
 
-def classifier_report(path, classifier, forget_owners, results):
-    """What the classifier is worth (METHOD.md §2): its held-out accuracy and calibration error (trained
-    classifiers), a_F on the fixed off-distribution probes, and the fact probe over the report's models
-    (original, retain, unlearned) and over the unlearned model's answers alone."""
-    meta = classifier_meta(path) or {}
-    return {"heldout_accuracy": meta.get("heldout_accuracy"), "heldout_ece": meta.get("heldout_ece"),
-            "probes": probe_attribution(classifier, forget_owners),
-            "fact_probe": fact_probe([r["per_question"]["forget"] for r in results.values()]),
-            "fact_probe_unlearned": fact_probe([results["unlearned"]["per_question"]["forget"]])}
-
-
 def knobs(ppo_cfg, reward_cfg):
     """What to change when a run does not forget."""
     return (f"Knobs: a larger --lr (now {ppo_cfg.lr:g}), a smaller --kl-coef (now {reward_cfg.kl_coef:g}), more --epochs "
@@ -381,8 +370,10 @@ def main(argv=None):
             summary.update(forget_owners=forget_owners, iterations=iterations, early_stopped=stopped,
                            target=dict(attribution=target, reached=reached, stalled_at=stalled_at, retain_level=level,
                                        level_from=source, original=start_a),
-                           rollout_fits=fits, classifier_report=classifier_report(args.classifier, classifier,
-                                                                                  forget_owners, results),
+                           rollout_fits=fits, classifier_report=classifier_report(
+                               args.classifier, classifier, forget_owners,
+                               [r["per_question"]["forget"] for r in results.values()],
+                               unlearned=results["unlearned"]["per_question"]["forget"]),
                            seconds=round(time.time() - start, 1), model=args.model, classifier=args.classifier,
                            retain_model=args.retain_model, data=args.data, template=template_of(tokenizer),
                            rollout_max_new_tokens=rollout_cfg.max_new_tokens, dtype=str(dtype).replace("torch.", ""),
@@ -397,15 +388,8 @@ def main(argv=None):
             raise
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print(format_table({m: summary[m] for m in REPORT}, columns))
-    report = summary["classifier_report"]
-    values = {"accuracy": report["heldout_accuracy"], "ece": report["heldout_ece"],
-              "fact_probe": report["fact_probe"]["spearman"], "unlearned": report["fact_probe_unlearned"]["spearman"]}
-    shown = {k: "n/a" if v is None else f"{v:.3f}" for k, v in values.items()}
-    print(f"classifier report: a_F at most {max(report['probes'].values()):.3f} on {len(report['probes'])} refusal / "
-          f"empty / generic texts; fact probe ρ(a_F, forget ROUGE-L) {shown['fact_probe']} over "
-          f"{report['fact_probe']['answers']} answers of {len(columns)} models, {shown['unlearned']} over "
-          f"the unlearned model's; held-out accuracy {shown['accuracy']}, calibration error {shown['ece']} "
-          f"(summary.json: classifier_report)")
+    print(f"classifier report: {classifier_report_line(summary['classifier_report'])} "
+          "(summary.json: classifier_report)")
     if reached is not None:
         print(f"target greedy forget a_F <= {target:.3f}: " + ("reached" if reached else
                                                                f"NOT reached ({final_a:.3f}). {knobs(ppo_cfg, reward_cfg)}"))

@@ -52,10 +52,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
-from attribution import ClassifierConfig, load_classifier, probe_attribution  # noqa: E402
+from attribution import ClassifierConfig, load_classifier  # noqa: E402
 from cli import DareuError, add_config_args, config_from_args, run_cli  # noqa: E402
 from data import load_records, owners_of, read_json_records, split_records  # noqa: E402
-from evaluate import EvalConfig, fact_probe, format_table, make_set, score_model, summarise  # noqa: E402
+from evaluate import (EvalConfig, classifier_report, classifier_report_line, format_table, make_set,  # noqa: E402
+                      score_model, summarise)
 from finetune import FinetuneConfig, finetune  # noqa: E402
 from lora import LoraConfig, add_lora  # noqa: E402
 from metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
@@ -208,10 +209,6 @@ def mean_std(runs):
     """{name: {metric: [mean, std]}} over a list of {name: {metric: value}} (std: population, 0 for one run)."""
     return {name: {k: [float(np.mean([r[name][k] for r in runs])), float(np.std([r[name][k] for r in runs]))]
                    if runs[0][name][k] is not None else None for k in runs[0][name]} for name in runs[0]}
-
-
-def fmt(value):
-    return "undefined" if value is None else f"{value:.3f}"
 
 
 def cell(value):
@@ -370,9 +367,7 @@ def bench(cfg, dtype, quick, smollm2):
     check = scores["original"]["forget"]["rouge"]
     versions = {"python": platform.python_version(),
                 **{p_: metadata.version(p_) for p_ in ("torch", "transformers", "numpy")}}
-    clf_report = {"heldout_accuracy": built["classifier_heldout_accuracy"],
-                  "heldout_ece": built.get("classifier_heldout_ece"),
-                  "probes": probe_attribution(classifier, forget), "fact_probe": fact_probe(probe_answers)}
+    clf_report = classifier_report(os.path.join(folder, "classifier"), classifier, forget, probe_answers)
     report = {"config": asdict(cfg), "quick": quick, "forget_authors": forget, "built": built, "lrs": lrs,
               "target": target, "original_forget_rouge": check, "versions": versions, "rouge": ROUGE_IMPL,
               "ks": KS_IMPL, "classifier_report": clf_report, "total_seconds": round(time.time() - t0, 1)}
@@ -388,11 +383,7 @@ def bench(cfg, dtype, quick, smollm2):
               f"{f', LoRA rank {cfg.lora_rank} for every method' if cfg.lora_rank else ''}; "
               f"models built with seed {cfg.seed} on {cfg.device}, forwards in {cfg.dtype}; original forget ROUGE-L "
               f"{check:.3f}; DareU's target a_F {target:.3f}; {report['total_seconds']:.0f} s in all.\n"
-              f"Classifier: held-out accuracy {clf_report['heldout_accuracy']:.3f}, calibration error "
-              f"{clf_report['heldout_ece']:.3f}; a_F on refusal / empty / generic texts "
-              + ", ".join(f"{t!r} {a:.3f}" for t, a in clf_report["probes"].items())
-              + f"; fact probe ρ(a_F, ROUGE-L) {fmt(clf_report['fact_probe']['spearman'])} over "
-              f"{clf_report['fact_probe']['answers']} forget answers of the methods' models (first run).\n"
+              f"Classifier: {classifier_report_line(clf_report)} (fact probe: the methods' answers, first run).\n"
               f"Versions: {json.dumps(versions)}. ROUGE: {ROUGE_IMPL}. KS: {KS_IMPL}.\n\n")
     if sweep:
         report.update(sweep=sweep, seed=seeds[0], runs=runs)
