@@ -209,3 +209,14 @@ def test_cli_generic_records(tiny_folders, tmp_path):
     proc = run_cli("--model", str(tmp_path / "not-a-model"), "--data", str(data), "--forget", records[0]["owner"],
                    "--out", str(out))
     assert proc.returncode == 2 and "not a Hugging Face model folder" in proc.stderr
+
+
+def test_classifier_report_line_says_n_a_where_a_score_is_missing():
+    report = {"heldout_accuracy": None, "heldout_ece": None, "probes": {"I don't know.": 0.1, "": 0.3},
+              "fact_probe": {"spearman": None, "answers": 3}}
+    assert E.classifier_report_line(report) == (
+        "a_F at most 0.300 on 2 refusal / empty / generic texts; fact probe ρ(a_F, forget ROUGE-L) n/a over 3 "
+        "answers; held-out accuracy n/a, calibration error n/a")
+    report.update(heldout_accuracy=0.625, heldout_ece=0.3343, fact_probe_unlearned={"spearman": 0.48, "answers": 12})
+    assert E.classifier_report_line(report).endswith(
+        "n/a over 3 answers, 0.480 over the unlearned model's 12; held-out accuracy 0.625, calibration error 0.334")
