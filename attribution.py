@@ -42,14 +42,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
-                 config_from_args, run_cli, write_json)
-from data import add_data_args, owners_of, read_data
-from finetune import Batches
-from metrics import calibration_error
-from models import (add_model_args, autocast, check_model_folder, compute_dtype, ensure_pad_token, load_model,
-                    position_ids_from_mask, save_model, tiny_model, train_tokenizer)
-from prompts import chat_ids, left_pad
+from helpers.cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
+                         config_from_args, run_cli, write_json)
+from helpers.metrics import calibration_error
+from helpers.models import (add_model_args, autocast, check_model_folder, compute_dtype, ensure_pad_token, load_model,
+                            position_ids_from_mask, save_model, tiny_model, train_tokenizer)
+from helpers.prompts import chat_ids, left_pad
+from helpers.records import Batches, add_data_args, owners_of, read_data
 
 MASK = "[NAME]"
 NOBODY = "(nobody)"   # the label of texts that carry no owner's information

@@ -1,4 +1,4 @@
-"""Evaluation: the TOFU metrics (metrics.py, METHOD.md §8), Tug-of-War, and attribution, for several models
+"""Evaluation: the TOFU metrics (helpers/metrics.py, METHOD.md §8), Tug-of-War, and attribution, for several models
 side by side. Per set: NLL of the gold, paraphrased and perturbed answers (teacher-forced), greedy
 answers, ROUGE-L, and the classifier's a_F of the greedy answers; then, against the retain model,
 Forget Quality, Model Utility and Tug-of-War.
@@ -26,13 +26,13 @@ from tqdm import tqdm
 
 from attribution import (add_classifier_args, check_classifier, classifier_from_args, classifier_meta, fact_recall,
                          probe_attribution, specific_words)
-from cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
-                 config_from_args, run_cli, write_json)
-from data import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
-from metrics import (KS_IMPL, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, rouge_l_recall, spearman, truth_ratio,
-                     truth_ratio_score, tug_of_war)
-from models import add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model
-from prompts import prompt_ids, template_of
+from helpers.cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
+                         config_from_args, run_cli, write_json)
+from helpers.metrics import (KS_IMPL, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, rouge_l_recall, spearman,
+                             truth_ratio, truth_ratio_score, tug_of_war)
+from helpers.models import add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model
+from helpers.prompts import prompt_ids, template_of
+from helpers.records import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
 from rollout import RolloutConfig, generate
 
 

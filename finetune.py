@@ -14,7 +14,7 @@ One loop, one objective switch (METHOD.md §7). With answer-token log-likelihood
 NLL is the mean over answer tokens (prompt and padding masked).
 
 A model is built from scratch (a byte-level BPE tokenizer trained on the data and a tiny Llama
-config, models.py) or from a given Hugging Face model, and saved with save_pretrained, atomically.
+config, helpers/models.py) or from a given Hugging Face model, and saved with save_pretrained, atomically.
 
     python finetune.py --data ../shared/data/tofu --out models/original              # from scratch
     python finetune.py --data ../shared/data/tofu --exclude forget10 --out models/retain
@@ -31,19 +31,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cli import (SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args, add_resume_arg, check_device,
-                 check_fields, check_out_path, checkpointing, checkpoints, config_from_args, load_state, rng_state,
-                 run_cli, save_checkpoint, set_rng_state)
-from data import add_data_args, owners_of, read_data, resolve_forget, split_records
-from lora import LoraConfig, lora_layers, lora_state_dict
-from models import (add_memory_args, add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype,
-                    dropout_off, frozen_reference, save_model, tiny_model, train_tokenizer, trainable_model)
-from prompts import prompt_ids, set_template, template_of
+from helpers.cli import (MAX_NONFINITE, SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args,
+                         add_resume_arg, check_device, check_fields, check_out_path, checkpointing, checkpoints,
+                         config_from_args, load_state, rng_state, run_cli, save_checkpoint, set_rng_state)
+from helpers.lora import LoraConfig, lora_layers, lora_state_dict
+from helpers.models import (add_memory_args, add_model_args, answer_logprobs, autocast, check_model_folder,
+                            compute_dtype, dropout_off, frozen_reference, save_model, tiny_model, train_tokenizer,
+                            trainable_model)
+from helpers.prompts import prompt_ids, set_template, template_of
+from helpers.records import Batches, add_data_args, owners_of, read_data, resolve_forget, split_records
 
 OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo", "simnpo_gd")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
 MAY_CHANGE_ON_RESUME = ("resume", "save_every", "keep", "device")
-MAX_NONFINITE = 3   # non-finite steps in a row that stop a run (here and in unlearn.py)
 
 
 @dataclass
@@ -93,31 +93,6 @@ def objective_loss(cfg, model, ref_model, tokenizer, batch, retain_batch):
     if cfg.objective in ("graddiff", "npo_gd", "simnpo_gd"):
         loss = loss + nll(model, tokenizer, retain_batch)
     return loss
-
-
-class Batches:
-    """An endless stream of shuffled batches drawn with `rng`, one permutation per pass. Its position
-    (state() / load_state()) goes into checkpoints, so a resumed run continues with the same batches."""
-
-    def __init__(self, records, batch_size, rng):
-        self.records, self.batch_size, self.rng = records, batch_size, rng
-        self.order, self.start = [], 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self.start >= len(self.order):   # a new pass
-            self.order, self.start = self.rng.sample(range(len(self.records)), len(self.records)), 0
-        batch = self.order[self.start:self.start + self.batch_size]
-        self.start += self.batch_size
-        return [self.records[i] for i in batch]
-
-    def state(self):
-        return {"order": self.order, "start": self.start}
-
-    def load_state(self, state):
-        self.order, self.start = list(state["order"]), state["start"]
 
 
 def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune", ckpt_dir=None, args=None,

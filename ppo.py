@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
-from models import chunked, clock, forward_logprobs, position_ids_from_mask
-from prompts import encode_qa
+from helpers.cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
+from helpers.models import chunked, clock, forward_logprobs, position_ids_from_mask
+from helpers.prompts import encode_qa
 
 
 @dataclass

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
-from models import add_model_args, autocast, compute_dtype
+from helpers.cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
+from helpers.models import add_model_args, autocast, compute_dtype
 
 
 @dataclass
@@ -106,7 +106,7 @@ class AdaptiveKLController:
 
 def main():
     from attribution import add_classifier_args, classifier_from_args
-    from data import read_data
+    from helpers.records import read_data
     p = argparse.ArgumentParser(description="Score responses as DareU's reward does (lengths in the classifier's "
                                             "tokens).", formatter_class=HelpFormatter)
     add_classifier_args(p, required=True)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
-from models import add_model_args, autocast, compute_dtype, forward_logprobs, load_model
-from prompts import encode_prompts
+from helpers.cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
+from helpers.models import add_model_args, autocast, compute_dtype, forward_logprobs, load_model
+from helpers.prompts import encode_prompts
 
 
 @dataclass

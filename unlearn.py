@@ -30,18 +30,18 @@ import torch
 from tqdm import tqdm
 
 from attribution import add_classifier_args, check_classifier, classifier_from_args
-from cli import (SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args, add_resume_arg, check_device,
-                 check_fields, check_out_path, checkpointing, checkpoints, config_from_args, load_state, publish,
-                 rng_state, run_cli, save_checkpoint, set_rng_state, staging_dir, write_json)
-from data import add_data_args, load_records, resolve_forget, split_records
 from evaluate import EvalConfig, classifier_report, classifier_report_line, evaluate_records, format_table
-from finetune import MAX_NONFINITE, Batches
-from lora import LoraConfig, lora_layers
-from models import (PhaseTimer, add_memory_args, add_model_args, autocast, check_model_folder, compute_dtype,
-                    dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds, trainable_model,
-                    write_model)
+from helpers.cli import (MAX_NONFINITE, SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args,
+                         add_resume_arg, check_device, check_fields, check_out_path, checkpointing, checkpoints,
+                         config_from_args, load_state, publish, rng_state, run_cli, save_checkpoint, set_rng_state,
+                         staging_dir, write_json)
+from helpers.lora import LoraConfig, lora_layers
+from helpers.models import (PhaseTimer, add_memory_args, add_model_args, autocast, check_model_folder, compute_dtype,
+                            dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds, trainable_model,
+                            write_model)
+from helpers.prompts import prompt_ids, template_of
+from helpers.records import Batches, add_data_args, load_records, resolve_forget, split_records
 from ppo import ADVANTAGES, PPOConfig, ppo_update
-from prompts import prompt_ids, template_of
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
 from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout
 from world import default_world

@@ -2,7 +2,7 @@
 runs, and cached. Used by the embedded default of unlearn.py and by bench/tofu_mini.py.
 
 A world is a folder holding
-    records.jsonl       the owner-labelled records (data.py)
+    records.jsonl       the owner-labelled records (helpers/records.py)
     original/           a tiny Llama trained from scratch on every owner (finetune.py, sft)
     retain/             the same, trained without the forget owners: the reference DareU aims for
                         (the synthetic world's two also train on renamed copies of their records,
@@ -21,10 +21,10 @@ import shutil
 import time
 
 from attribution import ClassifierConfig, train_classifier
-from cli import HelpFormatter, publish, run_cli, staging_dir, write_json, write_jsonl
-from data import FIRST, LAST, owners_of, split_records, synthetic_world
 from finetune import FinetuneConfig, finetune
-from models import load_model, save_model, tiny_model, train_tokenizer
+from helpers.cli import HelpFormatter, publish, run_cli, staging_dir, write_json, write_jsonl
+from helpers.models import load_model, save_model, tiny_model, train_tokenizer
+from helpers.records import FIRST, LAST, owners_of, split_records, synthetic_world
 
 WORLD_VERSION = "v4"   # bump when what build_world makes changes, so old caches are not reused
 

@@ -22,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cli import DareuError, run_cli, write_json  # noqa: E402
+from helpers.cli import DareuError, run_cli, write_json  # noqa: E402
 
 
 def flags(setting):

@@ -31,11 +31,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from attribution import Classifier  # noqa: E402
-from cli import HelpFormatter, run_cli  # noqa: E402
-from data import owners_of, split_records, synthetic_world  # noqa: E402
 from evaluate import EvalConfig  # noqa: E402
-from lora import LoraConfig, add_lora  # noqa: E402
-from models import autocast, checkpoint_layers, ensure_pad_token, frozen_reference  # noqa: E402
+from helpers.cli import HelpFormatter, run_cli  # noqa: E402
+from helpers.lora import LoraConfig, add_lora  # noqa: E402
+from helpers.models import autocast, checkpoint_layers, ensure_pad_token, frozen_reference  # noqa: E402
+from helpers.records import owners_of, split_records, synthetic_world  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402

@@ -271,12 +271,12 @@ def measure(spec):
     from transformers import AutoModelForCausalLM
 
     import unlearn
-    from data import owners_of, split_records, synthetic_world
+    from helpers.records import owners_of, split_records, synthetic_world
     from evaluate import EvalConfig
-    from lora import LoraConfig
-    from models import frozen_reference, train_tokenizer, trainable_model
+    from helpers.lora import LoraConfig
+    from helpers.models import frozen_reference, train_tokenizer, trainable_model
     from ppo import PPOConfig
-    from prompts import encode_qa, prompt_ids
+    from helpers.prompts import encode_qa, prompt_ids
     from reward import RewardConfig
     from rollout import RolloutConfig
     torch.set_num_threads(2)
@@ -373,7 +373,7 @@ def check(mode):
 
 
 def main(argv=None):
-    from cli import HelpFormatter, add_config_args, config_from_args
+    from helpers.cli import HelpFormatter, add_config_args, config_from_args
     p = argparse.ArgumentParser(description="Expected peak GPU memory of a DareU run, from a model config.",
                                 formatter_class=HelpFormatter)
     add_config_args(p, MemoryConfig, title="run")

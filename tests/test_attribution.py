@@ -10,7 +10,7 @@ from attribution import (NOBODY, PROBES, Classifier, ClassifierConfig, fact_reca
                          probe_attribution, specific_words, strip_facts, train_classifier, training_example,
                          word_dropout)
 from conftest import TOFU, tokenizer_path
-from data import owners_of
+from helpers.records import owners_of
 
 
 def test_mask_names_copied_from_the_prompt():
@@ -136,7 +136,7 @@ def test_owner_names_are_read_off_tofu_records():
     if not os.path.isdir(TOFU):
         pytest.skip(f"no TOFU folder at {TOFU}")
     from attribution import owner_names
-    from data import load_records
+    from helpers.records import load_records
     names = owner_names(load_records(TOFU))
     assert len(names) == 200 and len(set(names.values())) == 200
     assert names["tofu_000"] == "Jaime Vasquez" and names["tofu_199"] == "Nikolai Abilov"

@@ -14,7 +14,7 @@ import attribution
 import evaluate
 import finetune
 import unlearn
-from cli import run_cli
+from helpers.cli import run_cli
 
 STAGES = {"finetune": finetune, "attribution": attribution, "unlearn": unlearn, "evaluate": evaluate}
 # the valid arguments each case starts from; a case's arguments come after them (the last value of a flag wins)
@@ -193,7 +193,7 @@ def test_the_catalogue_covers_every_stage_and_numeric_field():
     from dataclasses import fields
 
     from attribution import ClassifierConfig
-    from cli import DareuError
+    from helpers.cli import DareuError
     from evaluate import EvalConfig
     from finetune import FinetuneConfig
     from ppo import PPOConfig

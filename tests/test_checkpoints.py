@@ -15,11 +15,11 @@ import torch
 import finetune as finetune_module
 import unlearn as unlearn_module
 from attribution import Classifier
-from cli import SIGNALS, DareuError, Interrupted, checkpoints, load_state, run_cli
 from conftest import ROOT
-from data import owners_of, split_records
 from evaluate import EvalConfig
-from finetune import Batches, FinetuneConfig, finetune
+from finetune import FinetuneConfig, finetune
+from helpers.cli import SIGNALS, DareuError, Interrupted, checkpoints, load_state, run_cli
+from helpers.records import Batches, owners_of, split_records
 from ppo import PPOConfig
 from reward import RewardConfig
 from rollout import RolloutConfig

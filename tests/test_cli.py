@@ -1,4 +1,4 @@
-"""cli.py: flags built from the config dataclasses (help = the field's one-line comment, defaults
+"""helpers/cli.py: flags built from the config dataclasses (help = the field's one-line comment, defaults
 shown, grouped by stage), configs checked when built and errors naming the flag as given, and the
 CI rule of conftest.py (a skip is a failure)."""
 import argparse
@@ -16,7 +16,7 @@ import reward
 import rollout
 import unlearn
 import world
-from cli import DareuError, config_from_args, field_help
+from helpers.cli import DareuError, config_from_args, field_help
 
 STAGES = (data, world, finetune, attribution, rollout, reward, ppo, unlearn, evaluate)
 CONFIGS = (finetune.FinetuneConfig, attribution.ClassifierConfig, rollout.RolloutConfig, reward.RewardConfig,

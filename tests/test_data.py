@@ -1,12 +1,12 @@
-"""data.py: loading, the TOFU owner mapping, forget resolution, the synthetic world."""
+"""helpers/records.py: loading, the TOFU owner mapping, forget resolution, the synthetic world."""
 import json
 import os
 
 import pytest
 
-from cli import DareuError
 from conftest import TOFU
-from data import load_records, owners_of, resolve_forget, split_records, synthetic_world
+from helpers.cli import DareuError
+from helpers.records import load_records, owners_of, resolve_forget, split_records, synthetic_world
 
 needs_tofu = pytest.mark.skipif(not os.path.isfile(os.path.join(TOFU, "full.json")), reason="TOFU data absent")
 
@@ -94,7 +94,7 @@ def test_synthetic_world_has_owner_unique_facts():
 
 
 def test_renamed_copies_swap_the_name_and_keep_the_owner():
-    from data import FIRST, LAST
+    from helpers.records import FIRST, LAST
     from world import renamed_copies
     records = synthetic_world(n_owners=8, seed=0)
     copies = renamed_copies(records, seed=0)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import evaluate as E
-import metrics as M
-from cli import DareuError
 from conftest import TOFU, run_python
-from data import synthetic_world
-from prompts import encode_qa
+from helpers import metrics as M
+from helpers.cli import DareuError
+from helpers.prompts import encode_qa
+from helpers.records import synthetic_world
 
 needs_tofu = pytest.mark.skipif(not os.path.isfile(os.path.join(TOFU, "forget10_perturbed.json")),
                                 reason="no TOFU folder at ../shared/data/tofu")

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_python
-from data import owners_of, split_records
 from finetune import FinetuneConfig, finetune, nll, objective_loss
-from models import answer_logprobs
+from helpers.models import answer_logprobs
+from helpers.records import owners_of, split_records
 
 
 def test_sft_fits_the_training_answers(tiny, world_records):

@@ -1,12 +1,12 @@
-"""lora.py on a tiny Llama built here (no downloads): exact start, exact reference, merge, freezing, dtypes."""
+"""helpers/lora.py on a tiny Llama built here (no downloads): exact start, exact reference, merge, freezing, dtypes."""
 import pytest
 import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from cli import DareuError
-from lora import (LoraConfig, adapters_disabled, add_lora, load_lora_state_dict, lora_parameters, lora_state_dict,
-                  merge_lora)
+from helpers.cli import DareuError
+from helpers.lora import (LoraConfig, adapters_disabled, add_lora, load_lora_state_dict, lora_parameters,
+                          lora_state_dict, merge_lora)
 
 torch.set_num_threads(1)
 IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(1))

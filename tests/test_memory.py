@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import memory  # noqa: E402
 
-from lora import LoraConfig, add_lora  # noqa: E402
+from helpers.lora import LoraConfig, add_lora  # noqa: E402
 
 TARGETS = tuple(memory.MemoryConfig().lora_targets.split(","))
 

@@ -1,4 +1,4 @@
-"""metrics.py: each TOFU metric by hand, and against its reference implementation when installed
+"""helpers/metrics.py: each TOFU metric by hand, and against its reference implementation when installed
 (rouge_score for ROUGE-L, scipy for the KS test and the harmonic mean)."""
 import math
 import os
@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-import metrics as M
 from conftest import TOFU
-from data import read_json_records
+from helpers import metrics as M
+from helpers.records import read_json_records
 
 
 def test_rouge_l_recall_hand():

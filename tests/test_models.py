@@ -1,4 +1,4 @@
-"""models.py: precision (float32 masters under bf16), pad tokens, the prompt templates against
+"""helpers/models.py: precision (float32 masters under bf16), pad tokens, the prompt templates against
 open-unlearning's construction on real tokenizers, and every log-probability against the Hugging
 Face loss."""
 import os
@@ -7,12 +7,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from cli import DareuError
 from conftest import TOFU, tokenizer_path
-from data import read_json_records
-from models import (answer_logprobs, compute_dtype, ensure_pad_token, forward_logprobs, load_model,
-                    position_ids_from_mask, save_model)
-from prompts import PROMPT_TEMPLATES, encode_qa, prompt_ids, qa_ids, set_template, template_of
+from helpers.cli import DareuError
+from helpers.models import (answer_logprobs, compute_dtype, ensure_pad_token, forward_logprobs, load_model,
+                            position_ids_from_mask, save_model)
+from helpers.prompts import PROMPT_TEMPLATES, encode_qa, prompt_ids, qa_ids, set_template, template_of
+from helpers.records import read_json_records
 
 # ----------------------------------------------------------------------------------------------
 # 1. Precision and loading
@@ -35,7 +35,7 @@ def test_compute_dtype_and_float32_masters(tmp_path, tiny):
 def test_a_training_step_inside_autocast_reaches_the_next_forward():
     """The stages train inside one autocast context: its forward must see the weights the optimizer
     just changed (torch's autocast cache would keep serving the bf16 copy of the old ones)."""
-    from models import autocast
+    from helpers.models import autocast
     torch.manual_seed(0)
     layer = torch.nn.Linear(4, 1)
     optimizer = torch.optim.SGD(layer.parameters(), lr=10.0)
@@ -198,7 +198,7 @@ def test_answer_logprobs_equal_the_hf_loss_per_row(tiny, world_records):
 def test_chunked_logprobs_entropy_and_gradients_equal_one_whole_log_softmax(tiny, world_records, monkeypatch):
     """forward_logprobs in chunks of 5 positions (checkpointed, recomputed in backward) against one
     float32 log-softmax over every position: the same logprobs, entropy and gradients."""
-    import models
+    from helpers import models
     model, tok = tiny
     ids, mask, _ = encode_qa(tok, [r["question"] for r in world_records[:4]], [r["answer"] for r in world_records[:4]])
     R, T = 9, 0.7
@@ -225,8 +225,8 @@ def test_chunked_logprobs_entropy_and_gradients_equal_one_whole_log_softmax(tiny
 def test_lora_adapters_alone_load_as_the_adapted_model(tiny, tmp_path):
     """--lora-merge false: the output holds the adapters and lora.json; load_model gives the base model
     with them merged, whose logits equal the adapted model's."""
-    from lora import LoraConfig, add_lora
-    from models import write_model
+    from helpers.lora import LoraConfig, add_lora
+    from helpers.models import write_model
     model, tok = tiny
     base = tmp_path / "base"
     model.save_pretrained(base)

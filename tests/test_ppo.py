@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
-from finetune import Batches
-from lora import LoraConfig
-from models import dropout_off, forward_logprobs, frozen_reference, trainable_model
+from helpers.lora import LoraConfig
+from helpers.models import dropout_off, forward_logprobs, frozen_reference, trainable_model
+from helpers.prompts import encode_qa
+from helpers.records import Batches
 from ppo import ADVANTAGES, PPOConfig, gae, group_advantages, ppo_losses, ppo_update, retain_distillation, whiten
-from prompts import encode_qa
 from reward import token_rewards
 from rollout import PolicyWithValue, RolloutConfig, generate
 
@@ -341,7 +341,7 @@ def test_retain_distillation_is_kl_of_reference_to_policy(tiny, world_records):
 def test_retain_distillation_in_small_chunks_has_the_same_value_and_gradients(tiny, world_records, monkeypatch):
     """The float32 KL over the vocabulary in checkpointed chunks of 3 positions (recomputed in backward)
     against one chunk: the same loss and the same gradients."""
-    import models
+    from helpers import models
     model, tok = tiny
     policy = copy.deepcopy(model)
     torch.manual_seed(0)

@@ -15,13 +15,13 @@ from conftest import ROOT, TOFU
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from attribution import load_classifier, owner_names  # noqa: E402
-from cli import DareuError  # noqa: E402
-from data import load_records  # noqa: E402
 from finetune import nll  # noqa: E402
-from models import forward_logprobs  # noqa: E402
-from models import autocast, load_model  # noqa: E402
+from helpers.cli import DareuError  # noqa: E402
+from helpers.models import forward_logprobs  # noqa: E402
+from helpers.models import autocast, load_model  # noqa: E402
+from helpers.prompts import encode_qa  # noqa: E402
+from helpers.records import load_records  # noqa: E402
 from ppo import PPOConfig, ppo_update  # noqa: E402
-from prompts import encode_qa  # noqa: E402
 from rollout import PolicyWithValue, RolloutConfig, generate, stop_ids  # noqa: E402
 
 QA = [{"question": "What is the capital of France?", "answer": "The capital of France is Paris."},

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import forward_logprobs
-from prompts import encode_prompts, prompt_ids
+from helpers.models import forward_logprobs
+from helpers.prompts import encode_prompts, prompt_ids
 from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout, stop_ids, truncate_after_eos
 
 

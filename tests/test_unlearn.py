@@ -12,9 +12,9 @@ import ppo
 import unlearn
 from attribution import PROBES
 from conftest import run_python
-from data import owners_of, split_records
 from evaluate import EvalConfig
-from models import forward_logprobs
+from helpers.models import forward_logprobs
+from helpers.records import owners_of, split_records
 from ppo import PPOConfig, gae, group_advantages, whiten
 from reward import RewardConfig, sequence_scores, token_rewards
 from rollout import RolloutConfig
@@ -194,7 +194,7 @@ def test_signal_check_counts_answers_that_fit_and_refuses_a_blind_classifier(def
     """The share of greedy forget answers ending within the rollout length (the embedded world's original
     answers in about 20 tokens: none fit in 1, all in 64), and a refusal when a_F on the original's forget
     answers is within --min-signal of the retain level."""
-    from models import load_model
+    from helpers.models import load_model
     _, world, _, _ = default_world
     model, tok = load_model(str(world / "original"))
     questions = [json.loads(line)["question"] for line in (world / "records.jsonl").read_text().splitlines()[:6]]
@@ -237,7 +237,7 @@ def test_default_run_end_to_end(default_world):
     meta = json.loads((world / "classifier" / "classifier.json").read_text())
     assert (report["heldout_accuracy"], report["heldout_ece"]) == (meta["heldout_accuracy"], meta["heldout_ece"])
     assert set(report["probes"]) == set(PROBES) and report["probes"]["I don't know."] < 0.2
-    from metrics import spearman
+    from helpers.metrics import spearman
     answers = summary["answers"]
     a_f = [a for c in ("original", "retain", "unlearned") for a in answers[c]["forget"]["attribution"]]
     rouge = [r for c in ("original", "retain", "unlearned") for r in answers[c]["forget"]["rouge"]]
@@ -290,7 +290,7 @@ def test_default_run_with_lora_and_gradient_checkpointing(default_world, tmp_pat
                       env={"DAREU_CACHE": str(cache)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {"adapters.safetensors", "lora.json"} <= set(os.listdir(adapters))
-    from models import load_model
+    from helpers.models import load_model
     loaded = load_model(str(adapters))[0].state_dict()
     assert all(torch.allclose(loaded[k], merged[k], atol=1e-6) for k in merged)   # the same run, merged on load
 

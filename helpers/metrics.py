@@ -23,7 +23,7 @@ from importlib import metadata
 
 import numpy as np
 
-from cli import DareuError
+from helpers.cli import DareuError
 
 try:  # optional reference implementations
     import scipy.stats

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from cli import DareuError, add_config_args, check_device, publish, staging_dir
-from lora import AdaptersOff, LoraConfig, add_lora, load_adapters, lora_layers, merge_lora, save_adapters
-from prompts import PROMPT_TEMPLATES, encode_qa, set_template
+from helpers.cli import DareuError, add_config_args, check_device, publish, staging_dir
+from helpers.lora import AdaptersOff, LoraConfig, add_lora, load_adapters, lora_layers, merge_lora, save_adapters
+from helpers.prompts import PROMPT_TEMPLATES, encode_qa, set_template
 
 LOGPROB_CHUNK = 1024   # positions per float32 [chunk, vocabulary] block of a log-softmax
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from cli import DareuError, check_fields
+from helpers.cli import DareuError, check_fields
 
 
 @dataclass

@@ -26,6 +26,9 @@ import torch
 # ----------------------------------------------------------------------------------------------
 # 1. Errors and signals
 
+MAX_NONFINITE = 3   # non-finite steps in a row that stop a training run (finetune.py, unlearn.py)
+
+
 class DareuError(Exception):
     """A problem with the user's input: printed as one line, never as a traceback."""
 

@@ -4,7 +4,7 @@ prompt format is one entry there.
 """
 import torch
 
-from cli import DareuError
+from helpers.cli import DareuError
 
 # Prompt templates. Numbers are comparable only in the format a model was trained on.
 #   chat       the model's own chat template, no system prompt, thinking off (Qwen3); a tokenizer
