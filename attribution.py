@@ -12,7 +12,8 @@ Two ways to get the classifier:
       as its answer (`owner_names`: the owner itself, a name read off TOFU's records, or a names
       file). It assumes the model can tell owners apart from the facts in the text: an instruct
       model that never saw the owners (TOFU's authors are fictitious) cannot, so zero-shot suits a
-      model that was fine-tuned on the owners' data, such as the original model itself.
+      model that was fine-tuned on the owners' data, such as the original model itself. Its nobody
+      label is the answer "Unknown", which the prompt offers.
 Names give the owner away: the proper-noun spans that a response copies from its prompt are masked
 (`mask_names`) in training texts and in scored responses alike.
 A trained classifier measures owner *information*, not style (METHOD.md §2):
@@ -31,6 +32,7 @@ A trained classifier measures owner *information*, not style (METHOD.md §2):
     python attribution.py --data ../shared/data/tofu --out models/clf --base models/original
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -46,12 +48,13 @@ from helpers.cli import (DareuError, HelpFormatter, add_config_args, check_devic
                          config_from_args, run_cli, write_json)
 from helpers.metrics import calibration_error
 from helpers.models import (add_model_args, autocast, check_model_folder, compute_dtype, ensure_pad_token, load_model,
-                            position_ids_from_mask, save_model, tiny_model, train_tokenizer)
-from helpers.prompts import chat_ids, left_pad
+                            position_ids_from_mask, save_model, tiny_model, train_tokenizer, trainable_model)
+from helpers.prompts import chat_text, left_pad
 from helpers.records import Batches, add_data_args, owners_of, read_data
 
 MASK = "[NAME]"
 NOBODY = "(nobody)"   # the label of texts that carry no owner's information
+ZERO_SHOT_NOBODY = "Unknown"   # what a zero-shot classifier answers for nobody (its prompt offers it)
 # nobody-labelled training texts besides the fact-stripped answers
 REFUSALS = ("I don't know.", "I do not know.", "I'm not sure.", "I am not sure about that.", "I have no idea.",
             "I cannot answer that.", "Sorry, I don't have that information.", "I don't have any information "
@@ -160,19 +163,21 @@ def nobody_texts(records, specific, n, rng):
 
 
 def _name_words(prompt):
-    return {w.removesuffix("'s").removesuffix("’s") for w in WORD.findall(prompt)
+    """The proper-noun words of a prompt (capitalised, not a sentence word), lower-cased."""
+    return {w.removesuffix("'s").removesuffix("’s").lower() for w in WORD.findall(prompt)
             if w[0].isupper() and w not in NOT_NAMES}
 
 
 def mask_names(prompt, response):
-    """Replace the proper-noun words of `response` that also appear in `prompt` by [NAME]; a run of
-    them ("Hsiao Yun-Hwa") becomes one [NAME]. Possessives keep their 's."""
+    """Replace the words of `response` that are proper nouns of `prompt` by [NAME], whatever their case
+    ("alara venn" as "Alara Venn"); a run of them ("Hsiao Yun-Hwa") becomes one [NAME]. Possessives keep
+    their 's."""
     names = _name_words(prompt)
 
     def repl(m):
         w = m.group(0)
         for suffix in ("'s", "’s", ""):
-            if w.endswith(suffix) and w[:len(w) - len(suffix)] in names:
+            if w.endswith(suffix) and w[:len(w) - len(suffix)].lower() in names:
                 return MASK + suffix
         return w
     masked = WORD.sub(repl, response)
@@ -187,53 +192,58 @@ class Classifier:
     Trained: one label token per owner (and one for nobody), read from the next-token distribution
     (one forward per batch). Zero-shot: an instruct LM asked who the text is about, scored on each owner's *name*
     as the answer, p(o | y) ∝ π(name_o | prompt(y)) = Π_t π(name_o,t | prompt(y), name_o,<t),
-    renormalised over the owners; any number of owners, no single-token restriction."""
+    renormalised over the owners and nobody ("Unknown"); any number of owners, no single-token restriction."""
 
     def __init__(self, model, tokenizer, owners, label_ids=None, names=None, batch_size=64, max_text_tokens=192,
                  nobody=False):
         self.model, self.tokenizer, self.owners = model, tokenizer, list(owners)
         self.labels = self.owners + [NOBODY] * nobody   # the columns of probs(): the owners, then nobody
         self.label_ids = None if label_ids is None else torch.tensor(label_ids, device=model.device)
-        self.names = names   # zero-shot: owner -> the name its answer should be
+        # zero-shot: label -> the answer it stands for (an owner's name; nobody's is ZERO_SHOT_NOBODY)
+        self.names = None if names is None else {**names, **({NOBODY: ZERO_SHOT_NOBODY} if nobody else {})}
         self.batch_size, self.max_text_tokens = batch_size, max_text_tokens
 
     def prompt_ids(self, text):
-        """The classifier prompt for one (already masked) text; the label (or name) comes next."""
+        """The classifier prompt for one (already masked) text; the label (or name) comes next. The text is
+        read as text: a special token's string in it (a label token such as <|nobody|>, a chat marker) is
+        split into ordinary tokens, never parsed into the token itself."""
         tok = self.tokenizer
-        text = tok.decode(tok(text, add_special_tokens=False).input_ids[:self.max_text_tokens])
+        text_ids = tok(text, add_special_tokens=False, split_special_tokens=True).input_ids[:self.max_text_tokens]
         if self.names is None:
-            return tok(f"Text: {text}\nOwner:").input_ids
-        content = (f"Here is a text about an author:\n\n{text}\n\nWhich author is the text about? "
-                   "Answer with the author's full name only.")
-        return chat_ids(tok, [{"role": "user", "content": content}], add_generation_prompt=True)
+            return tok(f"Text: {tok.decode(text_ids)}\nOwner:", split_special_tokens=True).input_ids
+        content = ("Here is a text about an author:\n\n\0\n\nWhich author is the text about? Answer with the "
+                   f"author's full name only, or {ZERO_SHOT_NOBODY} if the text does not say.")
+        before, after = chat_text(tok, [{"role": "user", "content": content}], add_generation_prompt=True).split("\0")
+        return (tok(before, add_special_tokens=False).input_ids + text_ids
+                + tok(after, add_special_tokens=False).input_ids)
 
     def logits(self, texts):
-        """Label logits [B, n_labels] for already-masked texts (zero-shot: name log-likelihoods)."""
+        """Label logits [B, n_labels] for already-masked texts (zero-shot: name log-likelihoods). The prompt
+        runs forward once per batch; zero-shot, its KV cache then serves every chunk of owners' names."""
         ids, mask = left_pad([self.prompt_ids(t) for t in texts], self.tokenizer.pad_token_id)
         ids, mask = ids.to(self.model.device), mask.to(self.model.device)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                         logits_to_keep=1, use_cache=self.names is not None)
         if self.names is None:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                             logits_to_keep=1)
             return out.logits[:, -1, self.label_ids].float()
-        return torch.cat([self.name_logprobs(ids, mask, chunk)
-                          for chunk in chunks(self.owners, max(1, 256 // len(texts)))], dim=1)
+        return torch.cat([self.name_logprobs(out, mask, chunk)
+                          for chunk in chunks(self.labels, max(1, 256 // len(texts)))], dim=1)
 
-    def name_logprobs(self, ids, mask, owners):
-        """log π(name_o | prompt) for each prompt row and each of `owners`: [B, len(owners)].
-        The prompt is run once; its KV cache is repeated for each owner, and the names (right-padded)
-        continue it: the first name token is scored by the prompt's last logits, the rest by the
-        continuation's."""
-        names = [self.tokenizer(self.names[o], add_special_tokens=False).input_ids for o in owners]
-        B, C, L = ids.shape[0], len(names), max(len(n) for n in names)
-        name_ids = torch.tensor([n + [self.tokenizer.pad_token_id] * (L - len(n)) for n in names], device=ids.device)
-        name_mask = torch.tensor([[1] * len(n) + [0] * (L - len(n)) for n in names], device=ids.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True)
-        logp = F.log_softmax(out.logits[:, -1].float(), -1)[:, name_ids[:, 0]]          # [B, C]
+    def name_logprobs(self, prompt, mask, labels):
+        """log π(name_ℓ | prompt) for each prompt row and each of `labels`: [B, len(labels)], from the
+        prompt's forward `prompt` (its last logits and KV cache) and attention `mask`. The cache is copied
+        and repeated for each label, and the names (right-padded) continue it: the first name token is
+        scored by the prompt's last logits, the rest by the continuation's."""
+        names = [self.tokenizer(self.names[o], add_special_tokens=False).input_ids for o in labels]
+        B, C, L = mask.shape[0], len(names), max(len(n) for n in names)
+        name_ids = torch.tensor([n + [self.tokenizer.pad_token_id] * (L - len(n)) for n in names], device=mask.device)
+        name_mask = torch.tensor([[1] * len(n) + [0] * (L - len(n)) for n in names], device=mask.device)
+        logp = F.log_softmax(prompt.logits[:, -1].float(), -1)[:, name_ids[:, 0]]       # [B, C]
         if L > 1:
-            cache = out.past_key_values
+            cache = copy.deepcopy(prompt.past_key_values)
             cache.batch_repeat_interleave(C)                                           # row b*C + c
             tiled_ids, tiled_mask = name_ids.repeat(B, 1), name_mask.repeat(B, 1)      # [B*C, L]
-            positions = mask.sum(-1).repeat_interleave(C)[:, None] + torch.arange(L - 1, device=ids.device)
+            positions = mask.sum(-1).repeat_interleave(C)[:, None] + torch.arange(L - 1, device=mask.device)
             cont = self.model(input_ids=tiled_ids[:, :-1], past_key_values=cache, position_ids=positions,
                               attention_mask=torch.cat([mask.repeat_interleave(C, 0), tiled_mask[:, :-1]], 1))
             rest = F.log_softmax(cont.logits.float(), -1).gather(-1, tiled_ids[:, 1:, None]).squeeze(-1)
@@ -356,7 +366,7 @@ def load_classifier(path, records, names_file=None, device="cpu", dtype=torch.fl
         raise DareuError(f"{path} is neither a trained classifier (classifier.json) nor an instruct model "
                          "with a chat template")
     names = owner_names(records, names_file)
-    return Classifier(model, tokenizer, list(names), names=names)
+    return Classifier(model, tokenizer, list(names), names=names, nobody=True)
 
 
 def classifier_from_args(args, records, forget_owners=()):
@@ -426,7 +436,7 @@ def new_classifier(records, owners, cfg, base=None, device="cpu", dtype=torch.fl
     """A classifier ready to train: --base model (or a tiny one from scratch with a tokenizer
     trained on the masked texts), with one new label token <|owner_k|> per owner and <|nobody|>."""
     if base:
-        model, tokenizer = load_model(base, device, dtype, train=True)
+        model, tokenizer = trainable_model(base, device, dtype)
     else:
         tokenizer = train_tokenizer([mask_names(r["question"], r["answer"]) for r in records])
         model = tiny_model(tokenizer, seed=cfg.seed).to(device)

@@ -31,7 +31,7 @@ from helpers.cli import (DareuError, HelpFormatter, add_config_args, check_devic
 from helpers.metrics import (KS_IMPL, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, rouge_l_recall, spearman,
                              truth_ratio, truth_ratio_score, tug_of_war)
 from helpers.models import add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model
-from helpers.prompts import prompt_ids, template_of
+from helpers.prompts import prompt_ids, template_date, template_of
 from helpers.records import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
 from rollout import RolloutConfig, generate
 
@@ -40,10 +40,10 @@ from rollout import RolloutConfig, generate
 class EvalConfig:
     max_new_tokens: int = 200  # greedy answer length limit (TOFU: 200)
     batch_size: int = 16       # sequences per forward pass / generate() call
-    max_questions: int = 0     # per set: 0 = all, else an evenly spaced subset of this many questions
+    max_questions: int | None = None  # per set: an evenly spaced subset of this many questions (None: all)
 
     def __post_init__(self):
-        check_fields(self, max_new_tokens=">= 1", batch_size=">= 1", max_questions=">= 0")
+        check_fields(self, max_new_tokens=">= 1", batch_size=">= 1", max_questions=">= 1")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -57,10 +57,10 @@ OPTION_SETS = ("real_authors", "world_facts")  # multiple choice: the answer and
 
 def make_set(name, rows, max_questions, source):
     """An evaluation set from rows with question, answer (and TOFU's paraphrased/perturbed answers),
-    cut to an evenly spaced subset of `max_questions` rows when 0 < max_questions < len(rows)."""
+    cut to an evenly spaced subset of `max_questions` rows when that is fewer (None or 0: all)."""
     if not rows:
         raise DareuError(f"the {name} set is empty")
-    k = max_questions if 0 < max_questions < len(rows) else len(rows)
+    k = max_questions if max_questions and max_questions < len(rows) else len(rows)
     kept = [rows[i * len(rows) // k] for i in range(k)]
     has_para, has_pert = (all(field in r for r in kept) for field in ("paraphrased_answer", "perturbed_answer"))
     return {"name": name, "source": source, "n_total": len(rows),
@@ -152,8 +152,9 @@ def evaluate_records(model, tokenizer, forget_records, retain_records, cfg, clas
     """Probability, ROUGE-L, attribution and fact recall (attribution.fact_recall: the share of the gold
     answer's owner-specific words the greedy answer says) on any owner-labelled forget / retain records
     (the end-of-run report of unlearn.py); per-question lists under "per_question"."""
-    sets = [make_set("forget", forget_records, cfg.max_questions, "forget records"),
-            make_set("retain", retain_records, cfg.max_questions, "retain records")]
+    sets = [make_set("forget", forget_records, cfg.max_questions, "forget records")]
+    if retain_records:   # none in a run without --data
+        sets.append(make_set("retain", retain_records, cfg.max_questions, "retain records"))
     result = score_model(model, tokenizer, sets, cfg, classifier, forget_owners)
     specific = specific_words(forget_records + retain_records)
     for s in sets:
@@ -161,8 +162,9 @@ def evaluate_records(model, tokenizer, forget_records, retain_records, cfg, clas
         q["facts"] = [fact_recall(*args, specific) for args in zip(s["questions"], q["generated"], s["answers"])]
         known = [f for f in q["facts"] if f is not None]
         result[s["name"]]["facts"] = float(np.mean(known)) if known else None
-    flat = {f"{s}_{k}": result[s][k] for s in ("forget", "retain") for k in ("prob", "rouge", "attribution", "facts")}
-    return {**flat, "per_question": {s: result[s]["per_question"] for s in ("forget", "retain")}}
+    flat = {f"{s}_{k}": result[s][k] if s in result else None for s in ("forget", "retain")
+            for k in ("prob", "rouge", "attribution", "facts")}
+    return {**flat, "per_question": {s: result[s]["per_question"] for s in result}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,7 +350,7 @@ def main(argv=None):
         with autocast(args.device, dtype):
             scores = score_model(model, tokenizer, sets, cfg, classifier, forget_owners)
         models[names[path]] = {"path": path, "dtype": str(model.dtype).replace("torch.", ""),
-                               "template": template_of(tokenizer),
+                               "template": template_of(tokenizer), "template_date": template_date(tokenizer),
                                "prompt_format": "chat template" if tokenizer.chat_template else "plain",
                                "prompt_example": tokenizer.decode(prompt_ids(tokenizer, sets[0]["questions"][0])),
                                "sets": scores}

@@ -60,7 +60,7 @@ class FinetuneConfig:
     simnpo_beta: float = 2.5   # β' of SimNPO (Fan et al., 2024, TOFU)
     simnpo_gamma: float = 0.0  # γ margin of SimNPO (Fan et al., 2024, TOFU)
     seed: int = 0              # shuffling and initialisation seed
-    save_every: int = 0        # > 0: a checkpoint every this many steps (always one at the end) when run as a command
+    save_every: int = 0        # > 0: a checkpoint every this many steps and at the end (0: only on SIGINT/SIGTERM)
     keep: int = 2              # checkpoints kept (the last ones)
 
     def __post_init__(self):
@@ -99,8 +99,8 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
              state=None):
     """Train `model` in place. For sft, `records` is the training set; for the unlearning
     objectives it is the forget set and `retain_records` the retain set. Returns the last loss.
-    With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every steps,
-    at the end and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
+    With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every steps and
+    at the end (if cfg.save_every), and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
     if not records:
         raise DareuError("no training records")
     torch.manual_seed(cfg.seed)
@@ -146,7 +146,7 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
             schedule.step()
             loss = batch_loss.item()
             bar.set_postfix(loss=f"{loss:.3f}")
-            if ckpt_dir and ((cfg.save_every and step % cfg.save_every == 0) or step == steps or SIGNALS.received):
+            if ckpt_dir and ((cfg.save_every and (step % cfg.save_every == 0 or step == steps)) or SIGNALS.received):
                 save_checkpoint(ckpt_dir, step, {
                     "model": lora_state_dict(model) if lora_layers(model) else model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "rng": rng_state(rng), "stream": stream.state(),

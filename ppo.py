@@ -32,7 +32,7 @@ from helpers.prompts import encode_qa
 @dataclass
 class PPOConfig:
     advantage: str = "gae"         # a key of ADVANTAGES: "gae" (value head, GAE, whitened) or "group" (GRPO-style)
-    lr: float = 1e-4               # AdamW learning rate of policy and value head (chosen by bench/defaults_sweep.py on 0.8M- and 135M-weight models; try 1e-6 on billions)
+    lr: float | None = None        # AdamW learning rate of policy and value head; None: by training mode and model size (unlearn.default_lr)
     epochs: int = 4                # K: passes over each rollout
     minibatch_size: int = 16       # responses per gradient step
     clip: float = 0.2              # ε of the clipped policy objective

@@ -38,10 +38,11 @@ class RolloutConfig:
 
 def stop_ids(tokenizer, model):
     """Every token id that ends a response: the tokenizer's EOS and each EOS the model declares
-    (Llama-3's list, Phi-3's <|end|>, Qwen's <|im_end|> and <|endoftext|>)."""
+    (Llama-3's list, Phi-3's <|end|>, Qwen's <|im_end|> and <|endoftext|>), the pad token among them
+    if it is one (models.ensure_pad_token gives a loaded model a pad token that is none of them)."""
     declared = model.generation_config.eos_token_id
     declared = declared if isinstance(declared, (list, tuple)) else [declared]
-    return sorted({tokenizer.eos_token_id, *declared} - {None, tokenizer.pad_token_id})
+    return sorted({tokenizer.eos_token_id, *declared} - {None})
 
 
 def fit_length(tokenizer, answers, coverage=0.99, headroom=1.25):

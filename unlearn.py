@@ -13,7 +13,7 @@ original model and a retain-set distillation term. Per iteration:
   4. GAE, whitening, and K epochs of clipped PPO + retain distillation (ppo.py),
   5. log one line to metrics.jsonl; stop once greedy answers are attributed no more than the retain
      model's are (the target), and warn when they have barely moved (the stall warning),
-  6. checkpoint (every --save-every iterations, at the end, on SIGINT/SIGTERM) for --resume.
+  6. checkpoint (every --save-every iterations and at the end, or on SIGINT/SIGTERM) for --resume.
 Outputs, written to a staging folder and moved to --out at the end: the unlearned model and
 tokenizer (Hugging Face format), metrics.jsonl, summary.json. Checkpoints go to OUT.checkpoints/
 and are deleted once --out is complete.
@@ -29,18 +29,19 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from attribution import add_classifier_args, check_classifier, classifier_from_args
+from attribution import add_classifier_args, check_classifier, classifier_from_args, probe_attribution
 from evaluate import EvalConfig, classifier_report, classifier_report_line, evaluate_records, format_table
 from helpers.cli import (MAX_NONFINITE, SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args,
                          add_resume_arg, check_device, check_fields, check_out_path, checkpointing, checkpoints,
                          config_from_args, load_state, publish, rng_state, run_cli, save_checkpoint, set_rng_state,
                          staging_dir, write_json)
 from helpers.lora import LoraConfig, lora_layers
-from helpers.models import (PhaseTimer, add_memory_args, add_model_args, autocast, check_model_folder, compute_dtype,
-                            dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds, trainable_model,
-                            write_model)
-from helpers.prompts import prompt_ids, template_of
-from helpers.records import Batches, add_data_args, load_records, resolve_forget, split_records
+from helpers.memory import MemoryConfig, check_fits
+from helpers.models import (PhaseTimer, adapters_base, add_memory_args, add_model_args, autocast, check_model_folder,
+                            compute_dtype, dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds,
+                            trainable_model, write_model)
+from helpers.prompts import prompt_ids, template_date, template_of
+from helpers.records import Batches, add_data_args, load_records, owners_of, resolve_forget, split_records
 from ppo import ADVANTAGES, PPOConfig, ppo_update
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
 from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout
@@ -58,7 +59,7 @@ class UnlearnConfig:
     eval_every: int = 10             # iterations between greedy checks (early stop, stall warning)
     sample_every: int = 25           # iterations between printed (prompt, response, a_F, KL) samples
     seed: int = 0                    # sampling, shuffling and initialisation seed
-    save_every: int = 0              # > 0: a checkpoint every this many iterations (always one at the end)
+    save_every: int = 0              # > 0: a checkpoint every this many iterations and at the end (0: only on SIGINT/SIGTERM)
     keep: int = 2                    # checkpoints kept (the last ones)
 
     def __post_init__(self):
@@ -71,6 +72,9 @@ class UnlearnConfig:
 # win; --help shows them as "embedded world: ...").
 WORLD_DEFAULTS = dict(kl_coef=0.1, epochs=2, iterations=60, eval_every=5, max_new_tokens=32,
                       eval_max_new_tokens=48)
+# the report's questions per set, by default: an evenly spaced subset of large sets (TOFU's retain set has
+# 3,600; every one is answered three times, 200 tokens each); evaluate.py scores them all
+REPORT_QUESTIONS = 200
 REPORT = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_facts", "retain_facts",
           "forget_prob", "retain_prob")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
@@ -83,8 +87,8 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
     stall warning or None). Every cfg.eval_every iterations the greedy forget answers are scored: the run
     stops once their mean a_F is at most `target` (0: never), and warns once if it has barely moved
     from `start`, the original's value (None: no warning; see `stalled`).
-    With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every iterations,
-    at the end and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
+    With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every iterations
+    and at the end (if cfg.save_every), and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -94,14 +98,15 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
     lora = bool(lora_layers(model))
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=ppo_cfg.lr, weight_decay=0.0)
     kl_ctl = AdaptiveKLController(reward_cfg)
-    retain_stream = Batches(retain, ppo_cfg.retain_batch_size, rng)
+    retain_stream = Batches(retain, ppo_cfg.retain_batch_size, rng) if retain else None   # none without --data
     questions = [r["question"] for r in forget]
     done, stopped, stalled_at, bad_in_a_row, metrics = 0, False, None, 0, ""
     if state is not None:   # resume: every piece of state the next iteration reads
         policy.load_state_dict(state["policy"], strict=not lora)
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], rng, generator)
-        retain_stream.load_state(state["retain_stream"])
+        if retain_stream:
+            retain_stream.load_state(state["retain_stream"])
         kl_ctl.value, done, stopped, stalled_at = (state["kl_coef"], state["iteration"], state["early_stopped"],
                                                    state["stalled_at"])
         bad_in_a_row, metrics = state["nonfinite_in_a_row"], state["metrics"]
@@ -189,13 +194,14 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             bar.set_postfix(a_F=f"{line.get('attribution', float('nan')):.3f}", skipped=line["nonfinite_steps"],
                             **({"greedy": f"{greedy_a:.3f}"} if greedy_a is not None else {}),
                             **({"STALLED": f"since {stalled_at}"} if stalled_at else {}))
-            # 6. checkpoint: every save_every iterations, at the end, and before stopping on a signal
-            if ckpt_dir and ((cfg.save_every and it % cfg.save_every == 0) or it == cfg.iterations or stopped
+            # 6. checkpoint: with --save-every, every save_every iterations and at the end; always before
+            #    stopping on a signal (a completed run without --save-every writes none: AdamW's state is big)
+            if ckpt_dir and ((cfg.save_every and (it % cfg.save_every == 0 or it == cfg.iterations or stopped))
                              or SIGNALS.received):
                 save_checkpoint(ckpt_dir, it, {
                     "policy": {k: v for k, v in policy.state_dict().items() if k in trainable or not lora},
                     "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
-                    "retain_stream": retain_stream.state(), "kl_coef": kl_ctl.value, "iteration": it,
+                    "retain_stream": retain_stream.state() if retain_stream else None, "kl_coef": kl_ctl.value, "iteration": it,
                     "early_stopped": stopped, "stalled_at": stalled_at, "nonfinite_in_a_row": bad_in_a_row,
                     "metrics": metrics}, args, cfg.keep)
             if SIGNALS.received:
@@ -221,15 +227,50 @@ def knobs(ppo_cfg, reward_cfg):
             f"(now {ppo_cfg.epochs}) or --iterations, or a stronger classifier")
 
 
-def resolve_target(cfg, results):
+def check_memory(args, cfg, rollout_cfg, ppo_cfg, lora_cfg, dtype):
+    """On a GPU, before any weight is loaded: refuse a run whose peak, predicted from the model's config
+    (helpers/memory.py), exceeds the device's memory, naming the flags that fit."""
+    if torch.device(args.device).type != "cuda":
+        return
+    config = os.path.join(adapters_base(args.model) or args.model, "config.json")
+    on_device = (args.classifier_device or args.device) == args.device
+    classifier = os.path.join(adapters_base(args.classifier) or args.classifier, "config.json") if on_device else "none"
+    check_fits(MemoryConfig(
+        model_config=config, lora=lora_cfg is not None, gradient_checkpointing=args.gradient_checkpointing,
+        dtype=str(dtype).replace("torch.", ""), prompts_per_iter=cfg.prompts_per_iter,
+        samples_per_prompt=cfg.samples_per_prompt, minibatch_size=ppo_cfg.minibatch_size,
+        retain_batch_size=ppo_cfg.retain_batch_size, generate_batch=rollout_cfg.batch_size,
+        response_len=rollout_cfg.max_new_tokens or MemoryConfig.response_len, classifier_config=classifier,
+        **({"lora_rank": lora_cfg.rank, "lora_targets": lora_cfg.targets} if lora_cfg else {})),
+        torch.cuda.get_device_properties(args.device).total_memory)
+
+
+def default_lr(weights, lora):
+    """(learning rate, where it comes from) when --lr is not given, by model size and training mode. Under
+    1B weights it was measured (bench/defaults_sweep.py: 1e-4 reached the target on 0.8M- and
+    135M-weight models, where 1e-5 never moved them); from 1B on these are starting points from the
+    literature, not measured here: RL fine-tuning of 7-8B models runs at 1e-6 to 2e-6 (GRPO),
+    open-unlearning's loss baselines at 1e-5, and LoRA usually at about ten times full fine-tuning's."""
+    if weights < 1e9:
+        return 1e-4, "measured on 0.8M- and 135M-weight models (bench/results/defaults_sweep_*.md)"
+    return ((1e-5, "a literature starting point for LoRA on billion-weight models, not measured here") if lora else
+            (1e-6, "a literature starting point for full fine-tuning of billion-weight models, not measured here"))
+
+
+def resolve_target(cfg, results, probes):
     """(target, retain level, where the level comes from) (METHOD.md §6). The retain level is the a_F of
     answers that carry no forget owner's information: the retain model's greedy forget answers, or,
-    without one, the original's answers to the other owners' questions. The target is
-    --target-attribution when given, else max(2 × level, 0.15): a classifier's a_F on unattributable
-    answers is noisy, and the floor keeps a near-zero level from asking for more than forgetting."""
-    level, source = ((results["retain"]["forget_attribution"], "the retain model's forget answers")
-                     if "retain" in results else
-                     (results["original"]["retain_attribution"], "the original's answers to other owners' questions"))
+    without one, the original's answers to the other owners' questions, or, without those (no --data),
+    the classifier's a_F on `probes` ({text: a_F} of fixed texts that carry no owner's information).
+    The target is --target-attribution when given, else max(2 × level, 0.15): a classifier's a_F on
+    unattributable answers is noisy, and the floor keeps a near-zero level from asking for more than
+    forgetting."""
+    if "retain" in results:
+        level, source = results["retain"]["forget_attribution"], "the retain model's forget answers"
+    elif results["original"]["retain_attribution"] is not None:
+        level, source = results["original"]["retain_attribution"], "the original's answers to other owners' questions"
+    else:
+        level, source = sum(probes.values()) / len(probes), f"{len(probes)} texts that carry no owner's information"
     return (max(2 * level, 0.15) if cfg.target_attribution < 0 else cfg.target_attribution), level, source
 
 
@@ -271,6 +312,7 @@ def parse_args(argv=None):
                        (RewardConfig, "reward (reward.py)"), (PPOConfig, "PPO (ppo.py)")):
         add_config_args(p, cls, title=title, also=WORLD_DEFAULTS)
     add_config_args(p, EvalConfig, prefix="eval", title="report (evaluate.py)", also=WORLD_DEFAULTS)
+    p.set_defaults(eval_max_questions=REPORT_QUESTIONS)
     args = p.parse_args(argv)
     if args.model is None:
         p.set_defaults(**WORLD_DEFAULTS)
@@ -299,28 +341,41 @@ def main(argv=None):
         args.retain_model = args.retain_model or os.path.join(world, "retain")
         args.data = args.data or os.path.join(world, "records.jsonl")
         args.forget = args.forget or ",".join(meta["forget"])
-    if not args.data or not args.forget or not args.classifier:
-        raise DareuError("--model needs --data, --forget and --classifier (or run with no --model for the default world)")
-    check_out_path(args.out, {"--model": args.model, "--data": args.data, "--classifier": args.classifier,
-                              "--retain-model": args.retain_model})
-    records = load_records(args.data)
-    forget_owners = resolve_forget(args.forget, records)
+    if not args.forget:
+        raise DareuError("--model needs --forget: a file of the forget owners' records, or (with --data) their "
+                         "names or forget01/05/10")
+    if not args.data and not os.path.isfile(args.forget):
+        raise DareuError(f"--forget {args.forget}: without --data, give a file of the forget owners' records "
+                         "(names and forget01/05/10 are looked up in --data)")
+    args.classifier = args.classifier or args.model   # default: the model itself, asked zero-shot
+    check_out_path(args.out, {"--model": args.model, "--data": args.data, "--forget": args.forget,
+                              "--classifier": args.classifier, "--retain-model": args.retain_model})
+    records = load_records(args.data or args.forget)
+    forget_owners = resolve_forget(args.forget, records) if args.data else owners_of(records)
     forget, retain = split_records(records, forget_owners)
+    if not retain:
+        print("no --data: no retain records, so no retain distillation and no retain questions in the report; the "
+              "retain level comes from " + ("the retain model" if args.retain_model else
+                                            "the classifier's a_F on texts that carry no owner's information"))
     for path in (args.model, args.classifier, args.retain_model):
         if path:
             check_model_folder(path)
     check_classifier(args.classifier, forget_owners)
     dtype = compute_dtype(args.dtype, args.device, train=True)
 
+    check_memory(args, cfg, rollout_cfg, ppo_cfg, lora_cfg, dtype)
     # 1. models: the policy starts as the original (float32 master weights, or frozen weights + LoRA adapters);
     #    the reference stays the original (a frozen copy, or the same weights with the adapters off)
     model, tokenizer = trainable_model(args.model, args.device, dtype, lora_cfg, args.gradient_checkpointing,
                                        args.template, cfg.seed)
-    ref_model = frozen_reference(model, dtype)
+    ref_model = frozen_reference(model)
     classifier = classifier_from_args(args, records, forget_owners)
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"training {trained:,} of {sum(p.numel() for p in model.parameters()):,} weights"
-          + (f" (LoRA rank {lora_cfg.rank})" if lora_cfg else "")
+    trained, weights = (sum(p.numel() for p in model.parameters() if p.requires_grad),
+                        sum(p.numel() for p in model.parameters()))
+    if ppo_cfg.lr is None:
+        ppo_cfg.lr, why = default_lr(weights, lora_cfg is not None)
+        print(f"learning rate {ppo_cfg.lr:g} (no --lr: {why})")
+    print(f"training {trained:,} of {weights:,} weights" + (f" (LoRA rank {lora_cfg.rank})" if lora_cfg else "")
           + ("; gradient checkpointing" if args.gradient_checkpointing else ""))
     print(f"forgetting {len(forget_owners)} owner(s) ({len(forget)} questions: {', '.join(forget_owners[:5])}"
           f"{' ...' if len(forget_owners) > 5 else ''}); retaining {len(retain)} records")
@@ -331,15 +386,17 @@ def main(argv=None):
               f"answers fit (1.25 × the length 99 % of them fit in)")
 
     with autocast(args.device, dtype):   # forwards in the compute dtype; weights and AdamW stay float32
-        # 2. before: the original (and retain) model on forget and retain questions
+        # 2. before: the original (and retain) model on forget and retain questions; every model of the report
+        #    is held as the policy is (float32 masters, or the base in the compute dtype under LoRA)
         results = {"original": evaluate_records(model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)}
         if args.retain_model:
-            retain_model, retain_tok = load_model(args.retain_model, args.device, dtype, template=args.template)
+            retain_model, retain_tok = load_model(args.retain_model, args.device, dtype, masters=lora_cfg is None,
+                                                  template=args.template)
             results["retain"] = evaluate_records(retain_model, retain_tok, forget, retain, eval_cfg, classifier,
                                                  forget_owners)
             del retain_model
         # 3. the target (the retain level), and a refusal when the classifier cannot tell forgetting apart
-        target, level, source = resolve_target(cfg, results)
+        target, level, source = resolve_target(cfg, results, probe_attribution(classifier, forget_owners))
         fits = check_signal(model, tokenizer, [r["question"] for r in forget], results, level, source, cfg,
                             rollout_cfg, eval_cfg)
         start_a = results["original"]["forget_attribution"]
@@ -354,7 +411,13 @@ def main(argv=None):
                 model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
                 ppo_cfg, eval_cfg, os.path.join(stage, "metrics.jsonl"), ckpt_dir, given,
                 load_state(resume) if resume else None, target=target, start=start_a)
-            results["unlearned"] = evaluate_records(model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)
+            # 5. after: the model as written (merged in float32, or the adapters alone), loaded back and scored,
+            #    so that the report describes the folder, not the model in memory
+            write_model(model, tokenizer, stage, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
+            del model, ref_model
+            written, written_tok = load_model(stage, args.device, dtype, masters=lora_cfg is None)
+            results["unlearned"] = evaluate_records(written, written_tok, forget, retain, eval_cfg, classifier,
+                                                    forget_owners)
             final_a = results["unlearned"]["forget_attribution"]
             reached = final_a <= target if target > 0 else None
             if cfg.require_target and not reached:
@@ -363,7 +426,6 @@ def main(argv=None):
                 raise DareuError(f"target not reached (--require-target): greedy forget a_F {final_a:.3f} > "
                                  f"{target:.3f} after {iterations} iterations; nothing written. "
                                  f"{knobs(ppo_cfg, reward_cfg)}")
-            write_model(model, tokenizer, stage, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
             phases = phase_seconds(os.path.join(stage, "metrics.jsonl"))
             columns = list(results)
             summary = {m: {c: results[c][m] for c in columns} for m in REPORT}
@@ -376,7 +438,9 @@ def main(argv=None):
                                unlearned=results["unlearned"]["per_question"]["forget"]),
                            seconds=round(time.time() - start, 1), model=args.model, classifier=args.classifier,
                            retain_model=args.retain_model, data=args.data, template=template_of(tokenizer),
-                           rollout_max_new_tokens=rollout_cfg.max_new_tokens, dtype=str(dtype).replace("torch.", ""),
+                           template_date=template_date(tokenizer),
+                           rollout_max_new_tokens=rollout_cfg.max_new_tokens, lr=ppo_cfg.lr,
+                           dtype=str(dtype).replace("torch.", ""),
                            phase_seconds=phases,
                            config={k: v for k, v in vars(args).items()
                                    if k not in ("model", "classifier", "retain_model", "data")},

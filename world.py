@@ -20,10 +20,12 @@ import random
 import shutil
 import time
 
+import torch
+
 from attribution import ClassifierConfig, train_classifier
 from finetune import FinetuneConfig, finetune
 from helpers.cli import HelpFormatter, publish, run_cli, staging_dir, write_json, write_jsonl
-from helpers.models import load_model, save_model, tiny_model, train_tokenizer
+from helpers.models import save_model, tiny_model, train_tokenizer, trainable_model
 from helpers.records import FIRST, LAST, owners_of, split_records, synthetic_world
 
 WORLD_VERSION = "v4"   # bump when what build_world makes changes, so old caches are not reused
@@ -75,7 +77,7 @@ def build_world(folder, records, forget, sft, classifier, layers=2, d_model=128,
         for name, train in (("original", sft_records), ("retain", split_records(sft_records, forget)[1])):
             t0 = time.time()
             if base:
-                model, tokenizer = load_model(base, device, train=True)
+                model, tokenizer = trainable_model(base, device, torch.float32)
             else:
                 model = tiny_model(tokenizer, layers, d_model, seed=sft.seed).to(device)
             meta[f"{name}_loss"] = finetune(model, tokenizer, train, sft, desc=f"world: {name} model")

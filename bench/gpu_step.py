@@ -39,7 +39,7 @@ from helpers.records import owners_of, split_records, synthetic_world  # noqa: E
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
-from unlearn import UnlearnConfig, unlearn  # noqa: E402
+from unlearn import UnlearnConfig, default_lr, unlearn  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from memory import CONFIGS, load_config  # noqa: E402
@@ -103,7 +103,7 @@ def main():
         model.float()   # full fine-tuning keeps float32 master weights, as unlearn.py does
     if not args.no_checkpointing:
         checkpoint_layers(model)
-    reference = frozen_reference(model, dtype)
+    reference = frozen_reference(model)
     clf_model = random_model("tiny", args.device, dtype, seed=1, hidden_size=256, intermediate_size=512,
                              vocab_size=len(tokenizer))
     classifier = Classifier(clf_model.requires_grad_(False), tokenizer, owners,
@@ -117,7 +117,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp, autocast(args.device, dtype):
         metrics_path = os.path.join(tmp, "metrics.jsonl")
         unlearn(model, tokenizer, reference, classifier, forget, retain, owners[-6:], cfg,
-                RolloutConfig(max_new_tokens=args.max_new_tokens), RewardConfig(), PPOConfig(), EvalConfig(),
+                RolloutConfig(max_new_tokens=args.max_new_tokens), RewardConfig(),
+                PPOConfig(lr=default_lr(sum(p.numel() for p in model.parameters()), not args.full)[0]), EvalConfig(),
                 metrics_path)
         with open(metrics_path, encoding="utf-8") as f:
             lines = [json.loads(line) for line in f]

@@ -167,7 +167,7 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, target, dty
         if method == "dareu":
             with tempfile.TemporaryDirectory() as tmp:   # not in the world folder: runs in parallel share it
                 metrics_path = os.path.join(tmp, "dareu_metrics.jsonl")
-                done, _, _ = unlearn(model, tokenizer, frozen_reference(model, dtype), classifier, forget_recs,
+                done, _, _ = unlearn(model, tokenizer, frozen_reference(model), classifier, forget_recs,
                                      retain_recs, forget, unlearn_cfg, RolloutConfig(max_new_tokens=64),
                                      RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), ppo_cfg,
                                      EvalConfig(max_new_tokens=64), metrics_path, target=target)
@@ -337,7 +337,7 @@ def bench(cfg, dtype, quick, smollm2):
                                          seed=cfg.seed, heldout=cfg.classifier_heldout),
                         cfg.layers, cfg.d_model, cfg.device, cfg.base or None)
     sets = evaluation_sets(cfg, split_records(records, forget)[0], keep=min(20, cfg.authors - len(forget)))
-    eval_cfg = EvalConfig(max_new_tokens=cfg.max_new_tokens, max_questions=cfg.max_questions,
+    eval_cfg = EvalConfig(max_new_tokens=cfg.max_new_tokens, max_questions=cfg.max_questions or None,
                           batch_size=cfg.eval_batch_size)
     classifier = load_classifier(os.path.join(folder, "classifier"), records, device=cfg.device, dtype=dtype)
     # 3. the original and retain models, which set DareU's target

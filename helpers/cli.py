@@ -20,6 +20,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import typing
 
 import torch
 
@@ -111,7 +112,7 @@ def add_config_args(parser, config_class, prefix="", title=None, also=None):
     group = parser.add_argument_group(title or config_class.__name__)
     helps = field_help(config_class)
     for name, field in config_class.__dataclass_fields__.items():
-        kind, dest = type(field.default), (f"{prefix}_{name}" if prefix else name)
+        kind, dest = flag_type(field), (f"{prefix}_{name}" if prefix else name)
         text = helps.get(name, "").replace("%", "%%")   # argparse formats help with %
         if also and dest in also:
             text += f"; embedded world: {also[dest]}"
@@ -119,6 +120,13 @@ def add_config_args(parser, config_class, prefix="", title=None, also=None):
                            metavar=kind.__name__.upper(), help=text, type=parse_bool if kind is bool else kind,
                            **(dict(nargs="?", const=True) if kind is bool else {}))
     return group
+
+
+def flag_type(field):
+    """The type a config field's flag parses: its annotation, or X for an optional `X | None` (whose
+    None, the default, the config resolves itself)."""
+    args = [a for a in typing.get_args(field.type) if a is not type(None)]
+    return args[0] if args else field.type
 
 
 def parse_bool(text):
@@ -153,9 +161,12 @@ RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >
 
 def check_fields(cfg, **rules):
     """Refuse the first field of `cfg` (a config, or parsed flags) that breaks its rule: a key of RULES
-    (floats must also be finite), or a tuple of the allowed values. Called when a config is built."""
+    (floats must also be finite), or a tuple of the allowed values; None (an optional field left to its
+    config) passes. Called when a config is built."""
     for name, rule in rules.items():
         value, flag = getattr(cfg, name), "--" + name.replace("_", "-")
+        if value is None:
+            continue
         if isinstance(rule, tuple):
             if value not in rule:
                 raise DareuError(f"{flag} {value!r}: choose from {', '.join(rule)}")

@@ -11,8 +11,10 @@ and so is the adapter path, cast back to the base output's dtype.
 
 Switched off (`adapters_disabled`, `AdaptersOff`), every adapted layer returns its base output exactly:
 the model is then the original model, which serves as the frozen reference without a second copy.
-`merge_lora` folds (α/r)·BA into W, leaving a plain model that `save_pretrained` writes as usual;
-`save_adapters` writes the adapters alone, which models.load_model applies to their base model.
+`merge_lora` folds (α/r)·BA into W in float32, leaving a plain model that `save_pretrained` writes as
+usual: an update smaller than half a bf16 step of W (the size of an update at the learning rates of
+billion-weight models) survives, where W + ΔW stored in bf16 would round most of it away.
+`save_adapters` writes the adapters alone, which `load_adapters` applies, unmerged, to their base model.
 """
 import json
 import math
@@ -125,13 +127,16 @@ class AdaptersOff:
 
 @torch.no_grad()
 def merge_lora(model):
-    """Replace, in place, each LoraLinear by its base nn.Linear with weight W + (α/r)·B·A (summed in
-    float32, stored in W's dtype). Returns `model`, a plain model with the base model's parameter names
-    (still frozen)."""
+    """Replace, in place, each LoraLinear by its base nn.Linear with the float32 weight W + (α/r)·B·A
+    (and a float32 bias). Returns `model`, a plain model with the base model's parameter names (still
+    frozen); the layers that were adapted are float32, the others keep their dtype."""
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLinear):
-            weight = module.base.weight
-            weight.copy_(weight.float() + module.scale * (module.lora_B @ module.lora_A))
+            base = module.base
+            base.weight = nn.Parameter(base.weight.float() + module.scale * (module.lora_B @ module.lora_A),
+                                       requires_grad=False)
+            if base.bias is not None:
+                base.bias = nn.Parameter(base.bias.float(), requires_grad=False)
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, module.base)
     return model
@@ -153,7 +158,7 @@ def load_lora_state_dict(model, state):
 
 def save_adapters(model, folder, base, cfg):
     """The adapters alone into `folder`: adapters.safetensors and lora.json (the config and the `base`
-    model folder they apply to; models.load_model loads such a folder as base + merged adapters)."""
+    model folder they apply to; models.load_model loads such a folder as base + adapters)."""
     from safetensors.torch import save_file
     os.makedirs(folder, exist_ok=True)
     save_file({k: v.contiguous() for k, v in lora_state_dict(model).items()}, os.path.join(folder, "adapters.safetensors"))
@@ -162,10 +167,11 @@ def save_adapters(model, folder, base, cfg):
 
 
 def load_adapters(model, folder):
-    """Apply the adapters saved in `folder` to `model` (its base), merged. Returns the model."""
+    """Apply the adapters saved in `folder` to `model` (its base), unmerged and frozen: the model computes
+    exactly what the adapted model computed when it was saved. Returns the model."""
     from safetensors.torch import load_file
     with open(os.path.join(folder, "lora.json"), encoding="utf-8") as f:
         meta = json.load(f)
     add_lora(model, LoraConfig(**{k: v for k, v in meta.items() if k != "base"}))
     load_lora_state_dict(model, load_file(os.path.join(folder, "adapters.safetensors")))
-    return merge_lora(model)
+    return model.requires_grad_(False)

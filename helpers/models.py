@@ -115,18 +115,20 @@ def adapters_base(path):
         return json.load(f)["base"]
 
 
-def load_model(path, device="cpu", dtype=torch.float32, train=False, template=None):
+def load_model(path, device="cpu", dtype=torch.float32, masters=False, template=None):
     """A Hugging Face causal LM and its tokenizer from a folder (safetensors, no remote code),
-    with a distinct pad token and left padding, in eval mode (dropout off). A model to `train` is
-    held in float32 whatever `dtype` (the compute dtype, under `autocast`); a frozen one in `dtype`.
-    A folder of LoRA adapters alone (lora.json) loads as its base model with the adapters merged.
+    with a distinct pad token and left padding, in eval mode (dropout off). With `masters` the weights
+    are held in float32 whatever `dtype` (the compute dtype, under `autocast`): a model to train, or a
+    frozen one that must run exactly as a trained one does; otherwise in `dtype`.
+    A folder of LoRA adapters alone (lora.json) loads as its base model with the adapters applied,
+    unmerged (trainable_model merges them before training).
     `template` sets the prompt template (PROMPT_TEMPLATES); by default the one saved with the tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     check_model_folder(path)
     check_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(adapters_base(path) or path, dtype=torch.float32 if train else dtype)
+        model = AutoModelForCausalLM.from_pretrained(adapters_base(path) or path, dtype=torch.float32 if masters else dtype)
     except (OSError, ValueError, KeyError) as e:
         raise DareuError(f"cannot load a causal LM and tokenizer from {path}: {str(e).splitlines()[0]}") from None
     model = model.to(device).eval()
@@ -140,11 +142,12 @@ def load_model(path, device="cpu", dtype=torch.float32, train=False, template=No
 
 def write_model(model, tokenizer, folder, adapters_of=None):
     """save_pretrained `model` and `tokenizer` into `folder`. A model with LoRA adapters is written
-    merged (a plain folder), or, given `adapters_of` (the base model folder), as the adapters alone."""
+    merged, in float32 (a plain folder; the in-memory model is merged too), or, given `adapters_of` (the
+    base model folder), as the adapters alone."""
     if adapters_of and lora_layers(model):
         save_adapters(model, folder, adapters_of, model.lora_config)
     else:
-        (merge_lora(model) if lora_layers(model) else model).save_pretrained(folder)
+        (merge_lora(model).float() if lora_layers(model) else model).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 
@@ -162,9 +165,13 @@ def save_model(model, tokenizer, out, extra_files=None, adapters_of=None):
 
 
 def ensure_pad_token(tokenizer, model=None):
-    """Give the tokenizer a pad token distinct from EOS, adding `<|pad|>` (and resizing the model's
-    embeddings) when it has none or shares EOS: pad == EOS would mask real EOS tokens."""
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+    """Give the tokenizer a pad token distinct from every stop token, adding `<|pad|>` (and resizing the
+    model's embeddings) when it has none or shares one: a pad that is EOS, or that is a stop token the
+    model declares (Qwen2.5: pad <|endoftext|>, which its generation config also lists as an EOS), would
+    mask real stop tokens."""
+    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    stops = {tokenizer.eos_token_id, *(declared if isinstance(declared, (list, tuple)) else [declared])}
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id in stops:
         tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
     if model is not None:
         if tokenizer.pad_token_id >= model.get_input_embeddings().weight.shape[0]:
@@ -217,8 +224,11 @@ def add_memory_args(parser):
 def trainable_model(path, device, dtype, lora=None, gradient_checkpointing=False, template=None, seed=0):
     """(model, tokenizer) to train. Full fine-tuning: float32 master weights (forwards in `dtype` under
     autocast). `lora` (a LoraConfig): the model frozen in `dtype` with float32 adapters, initialised
-    from `seed`. Gradient checkpointing is non-reentrant: the frozen inputs of a layer need no grad."""
-    model, tokenizer = load_model(path, device, dtype, train=lora is None, template=template)
+    from `seed`. Gradient checkpointing is non-reentrant: the frozen inputs of a layer need no grad.
+    A folder of adapters alone is its base with the adapters merged (in float32), then trained."""
+    model, tokenizer = load_model(path, device, dtype, masters=lora is None, template=template)
+    if lora_layers(model):   # a folder of adapters alone
+        merge_lora(model).requires_grad_(True)
     if lora is not None:
         torch.manual_seed(seed)
         add_lora(model, lora)
@@ -239,12 +249,14 @@ def checkpoint_layers(model):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def frozen_reference(model, dtype=None):
-    """The original model for the KL terms: with LoRA the same weights with the adapters off (no copy);
-    otherwise a frozen copy, in `dtype` (the compute dtype) when given."""
+def frozen_reference(model):
+    """The original model for the KL terms, computing exactly what `model` computes before its first
+    update: with LoRA the same weights with the adapters off (no copy); otherwise a frozen copy of the
+    float32 masters, run under the same autocast (a copy in the compute dtype would differ from the
+    policy from step 0: its norms, embeddings and residual stream would be rounded too)."""
     if lora_layers(model):
         return AdaptersOff(model)
-    return copy.deepcopy(model).to(dtype or model.dtype).eval().requires_grad_(False)
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def clock(device):

@@ -7,8 +7,10 @@ import torch
 from helpers.cli import DareuError
 
 # Prompt templates. Numbers are comparable only in the format a model was trained on.
-#   chat       the model's own chat template, no system prompt, thinking off (Qwen3); a tokenizer
-#              without one gets the plain "Question: q\nAnswer:" + " a" format. The default.
+#   chat       the model's own chat template, no system prompt, thinking off (Qwen3), the date pinned
+#              (Llama-3.x templates otherwise print today's: prompts would change from the day of
+#              fine-tuning to the day of unlearning); a tokenizer without one gets the plain
+#              "Question: q\nAnswer:" + " a" format. The default.
 #   ou-chat    open-unlearning's chat format (Llama-3, Qwen2.5): the chat template with the system
 #              prompt "You are a helpful assistant." and a pinned date (never today's).
 #   ou-llama2  open-unlearning's Llama-2 TOFU format: plain tags "[INST] q [/INST]", no system prompt.
@@ -18,7 +20,7 @@ from helpers.cli import DareuError
 # when the text does not already end with it. The template travels with the tokenizer: it is kept
 # in tokenizer_config.json (key dareu_template), so a model fine-tuned in a format keeps it.
 PROMPT_TEMPLATES = {
-    "chat": {},
+    "chat": {"date_string": "26 Jul 2024"},   # Llama-3.1's template's own date when none is given
     "ou-chat": {"system": "You are a helpful assistant.", "date_string": "10 Apr 2025"},
     "ou-llama2": {"user_start": "[INST] ", "user_end": " [/INST]", "asst_start": ""},
     "ou-qa": {"user_start": "Question: ", "user_end": "\n", "asst_start": "Answer: "},
@@ -39,8 +41,22 @@ def template_of(tokenizer):
 
 
 def chat_ids(tokenizer, messages, **kwargs):
+    """The chat template's token ids for `messages`, thinking off (Qwen3), the date pinned (date_string:
+    the `chat` template's unless given)."""
+    kwargs.setdefault("date_string", PROMPT_TEMPLATES["chat"]["date_string"])
     return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False, enable_thinking=False,
                                               **kwargs))
+
+
+def chat_text(tokenizer, messages, **kwargs):
+    """The chat template's text for `messages`, as chat_ids builds it."""
+    kwargs.setdefault("date_string", PROMPT_TEMPLATES["chat"]["date_string"])
+    return tokenizer.apply_chat_template(messages, tokenize=False, enable_thinking=False, **kwargs)
+
+
+def template_date(tokenizer):
+    """The date the tokenizer's template pins (None for the plain formats)."""
+    return PROMPT_TEMPLATES[template_of(tokenizer)].get("date_string") if tokenizer.chat_template else None
 
 
 def qa_ids(tokenizer, question, answer=None):

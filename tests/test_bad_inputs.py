@@ -112,7 +112,7 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     # evaluate.py
     ("evaluate", [*MODEL, "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
     ("evaluate", [*MODEL, "--batch-size", "0"], "--batch-size must be >= 1"),
-    ("evaluate", [*MODEL, "--max-questions", "-1"], "--max-questions must be >= 0"),
+    ("evaluate", [*MODEL, "--max-questions", "-1"], "--max-questions must be >= 1"),
     ("evaluate", [*MODEL, "--out", "{root}/no-such-folder/eval.json"], "no such folder"),
     ("evaluate", [*MODEL, "--out", "{root}"], "is an existing folder"),
     ("evaluate", [*MODEL, "--out", "{data}"], "would overwrite the input --data"),
@@ -193,8 +193,8 @@ def test_the_catalogue_covers_every_stage_and_numeric_field():
     from dataclasses import fields
 
     from attribution import ClassifierConfig
-    from helpers.cli import DareuError
     from evaluate import EvalConfig
+    from helpers.cli import DareuError, flag_type
     from finetune import FinetuneConfig
     from ppo import PPOConfig
     from reward import RewardConfig
@@ -203,8 +203,8 @@ def test_the_catalogue_covers_every_stage_and_numeric_field():
     for config in (FinetuneConfig, ClassifierConfig, RolloutConfig, RewardConfig, PPOConfig, UnlearnConfig, EvalConfig):
         config()   # the defaults pass
         for f in fields(config):
-            if type(f.default) is bool:   # a switch has no out-of-range value (its parser refuses words)
+            if flag_type(f) is bool:   # a switch has no out-of-range value (its parser refuses words)
                 continue
-            bad = {float: float("nan"), int: -10**9, str: "no such choice"}[type(f.default)]
+            bad = {float: float("nan"), int: -10**9, str: "no such choice"}[flag_type(f)]
             with pytest.raises(DareuError, match="--" + f.name.replace("_", "-")):
                 config(**{f.name: bad})

@@ -114,6 +114,16 @@ def test_interrupted_and_resumed_run_is_bitwise_identical(tiny_run, tmp_path, mo
     assert without_clock(metrics) == without_clock(whole_metrics)
 
 
+def test_a_completed_run_writes_no_checkpoint_unless_asked(tiny_run, tmp_path):
+    """AdamW's state is twice the model (84 GB for a 7B one): a run that completes writes none, unless
+    --save-every asks for them (then also one at the end); a finetune run likewise."""
+    run, _ = tiny_run
+    run(3, str(tmp_path / "quiet"), save_every=0)
+    assert checkpoints(str(tmp_path / "quiet")) == []
+    run(3, str(tmp_path / "asked"), save_every=2)
+    assert [os.path.basename(c) for c in checkpoints(str(tmp_path / "asked"))] == ["step-000002", "step-000003"]
+
+
 def test_a_second_signal_abandons_the_iteration(tiny_run, tmp_path, monkeypatch):
     run, _ = tiny_run
     real, calls = unlearn_module.ppo_update, []
@@ -153,7 +163,7 @@ def test_interrupted_and_resumed_finetune_is_bitwise_identical(tiny, world_recor
         trained = copy.deepcopy(model)
         return trained, finetune(trained, tok, forget, cfg, retain, "test", ckpt_dir, {"test": True}, state)
     whole, whole_loss = run(str(tmp_path / "a"))
-    assert [os.path.basename(c) for c in checkpoints(str(tmp_path / "a"))] == ["step-000006"]   # the end
+    assert checkpoints(str(tmp_path / "a")) == []   # completed, and no --save-every: no checkpoint
     signal_at_step(monkeypatch, 4, signal.SIGTERM)
     with signal_handlers(), pytest.raises(Interrupted):
         run(str(tmp_path / "b"))

@@ -1,15 +1,13 @@
-"""bench/memory.py: exact parameter counts from the meta device, the LoRA adapter count, the per-layer
+"""helpers/memory.py: exact parameter counts from the meta device, the LoRA adapter count, the per-layer
 activation formula against autograd's own saved tensors, and the prediction's ordering of modes."""
-import os
-import sys
+import json
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-import memory  # noqa: E402
-
-from helpers.lora import LoraConfig, add_lora  # noqa: E402
+from helpers import memory
+from helpers.cli import DareuError
+from helpers.lora import LoraConfig, add_lora
 
 TARGETS = tuple(memory.MemoryConfig().lora_targets.split(","))
 
@@ -85,3 +83,21 @@ def test_layer_activations_equal_what_autograd_saves(model_type, kvh, dtype, lor
         casts = b * sum(p.numel() for name, p in layer.named_parameters()
                         if ("lora_" in name if lora else name.endswith("weight") and p.ndim == 2))
     assert per_layer == rows * T * memory.layer_bytes(d, b, full, TARGETS, r, T) + casts
+
+
+def test_a_run_that_cannot_fit_is_refused_from_the_config_alone(tmp_path):
+    """unlearn.py's check before loading any weight: full fine-tuning of Llama-2-7B (a config.json, no
+    weights) on an 80 GB device is refused in one line naming the predicted peak and the flags that fit;
+    with those flags it passes."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(memory.CONFIGS["llama2-7b"]))
+    cfg = memory.MemoryConfig(model_config=str(config))
+    full = memory.predict(cfg)["peak"]
+    fitting = memory.predict(memory.MemoryConfig(model_config=str(config), lora=True, gradient_checkpointing=True))["peak"]
+    with pytest.raises(DareuError) as refused:
+        memory.check_fits(cfg, 80e9)
+    line = str(refused.value)
+    assert "\n" not in line and f"about {full / 2 ** 30:.0f} GiB" in line and "this device's 75 GiB" in line
+    assert "--lora" in line and full > 80e9
+    assert memory.check_fits(memory.MemoryConfig(model_config=str(config), lora=True, gradient_checkpointing=True),
+                             80e9) == fitting < 80e9

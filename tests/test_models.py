@@ -1,6 +1,7 @@
 """helpers/models.py: precision (float32 masters under bf16), pad tokens, the prompt templates against
 open-unlearning's construction on real tokenizers, and every log-probability against the Hugging
 Face loss."""
+import copy
 import os
 
 import pytest
@@ -9,10 +10,13 @@ from transformers import AutoTokenizer
 
 from conftest import TOFU, tokenizer_path
 from helpers.cli import DareuError
-from helpers.models import (answer_logprobs, compute_dtype, ensure_pad_token, forward_logprobs, load_model,
-                            position_ids_from_mask, save_model)
+from helpers.lora import LoraConfig
+from helpers.models import (answer_logprobs, autocast, compute_dtype, ensure_pad_token, forward_logprobs,
+                            frozen_reference, load_model, position_ids_from_mask, save_model, trainable_model,
+                            write_model)
 from helpers.prompts import PROMPT_TEMPLATES, encode_qa, prompt_ids, qa_ids, set_template, template_of
 from helpers.records import read_json_records
+from ppo import retain_distillation
 
 # ----------------------------------------------------------------------------------------------
 # 1. Precision and loading
@@ -26,7 +30,7 @@ def test_compute_dtype_and_float32_masters(tmp_path, tiny):
         compute_dtype("float16", "cpu", train=True)
     model, tok = tiny
     save_model(model, tok, str(tmp_path / "m"))
-    trained, _ = load_model(str(tmp_path / "m"), "cpu", torch.bfloat16, train=True)
+    trained, _ = load_model(str(tmp_path / "m"), "cpu", torch.bfloat16, masters=True)
     frozen, _ = load_model(str(tmp_path / "m"), "cpu", torch.bfloat16)
     assert {p.dtype for p in trained.parameters()} == {torch.float32}
     assert {p.dtype for p in frozen.parameters()} == {torch.bfloat16}
@@ -35,7 +39,6 @@ def test_compute_dtype_and_float32_masters(tmp_path, tiny):
 def test_a_training_step_inside_autocast_reaches_the_next_forward():
     """The stages train inside one autocast context: its forward must see the weights the optimizer
     just changed (torch's autocast cache would keep serving the bf16 copy of the old ones)."""
-    from helpers.models import autocast
     torch.manual_seed(0)
     layer = torch.nn.Linear(4, 1)
     optimizer = torch.optim.SGD(layer.parameters(), lr=10.0)
@@ -143,6 +146,24 @@ def test_template_details_that_matter_for_released_checkpoints():
         set_template(tok, "llama3")
 
 
+def test_chat_prompts_pin_the_date(tiny, tmp_path):
+    """A chat template that prints today's date when none is given (Llama-3.x's) gets the pinned one, in
+    every prompt the stages build, on any day; the outputs can record it (template_date)."""
+    import time
+
+    from helpers.prompts import chat_text, template_date
+    _, tok = tiny
+    tok.save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    tok.chat_template = ("Today is {{ date_string if date_string is defined else strftime_now('%d %b %Y') }}."
+                         "{% for m in messages %} {{ m['content'] }}{% endfor %}")
+    today = time.strftime("%d %b %Y")
+    for text in (tok.decode(prompt_ids(tok, "Where was Alara Venn born?")),
+                 chat_text(tok, [{"role": "user", "content": "x"}], add_generation_prompt=True)):
+        assert text.startswith("Today is 26 Jul 2024.") and today not in text
+    assert template_date(tok) == "26 Jul 2024"
+
+
 def test_the_template_is_saved_with_the_tokenizer(tmp_path):
     tok = AutoTokenizer.from_pretrained(tokenizer_path("gpt2"))
     assert template_of(tok) == "chat"
@@ -222,27 +243,83 @@ def test_chunked_logprobs_entropy_and_gradients_equal_one_whole_log_softmax(tiny
     assert torch.allclose(batched["logprobs"], expected, atol=1e-5)
 
 
-def test_lora_adapters_alone_load_as_the_adapted_model(tiny, tmp_path):
-    """--lora-merge false: the output holds the adapters and lora.json; load_model gives the base model
-    with them merged, whose logits equal the adapted model's."""
-    from helpers.lora import LoraConfig, add_lora
-    from helpers.models import write_model
+# ----------------------------------------------------------------------------------------------
+# 5. The folder written is the model trained, and the reference is the original exactly
+
+def trained_then_written(tiny, tmp_path, dtype, lora=None):
+    """A model trained as the stages train it (trainable_model in `dtype`, `lora` a LoraConfig or None),
+    its weights moved as a small update would move them, then written with write_model. Returns (the
+    in-memory model, the folder, the base folder, token ids to score)."""
     model, tok = tiny
     base = tmp_path / "base"
     model.save_pretrained(base)
     tok.save_pretrained(base)
-    adapted, _ = load_model(str(base))
-    add_lora(adapted, LoraConfig(rank=4, merge=False))
-    with torch.no_grad():
-        for name, p in adapted.named_parameters():
-            if name.endswith("lora_B"):
-                p.normal_(0, 0.1)
-    ids = torch.tensor([[5, 6, 7, 8]])
-    with torch.no_grad():
-        expected = adapted(input_ids=ids).logits
-    write_model(adapted, tok, str(tmp_path / "out"), adapters_of=str(base))
-    assert sorted(os.listdir(tmp_path / "out"))[:2] == ["adapters.safetensors", "lora.json"]
-    reloaded, _ = load_model(str(tmp_path / "out"))
-    with torch.no_grad():
-        assert torch.allclose(reloaded(input_ids=ids).logits, expected, atol=1e-5)
-    assert not any("lora" in k for k in reloaded.state_dict())
+    trained, tok = trainable_model(str(base), "cpu", dtype, lora)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():   # an update of rms ~4e-5 per weight: below half a bf16 step of a weight of size 0.02
+        for name, p in trained.named_parameters():
+            if p.requires_grad and (lora is None or name.endswith("lora_B")):
+                p.add_((4e-5 if lora is None else 3e-4) * torch.randn(p.shape, generator=generator))
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
+    folder = tmp_path / "out"
+    return trained, folder, base, ids
+
+
+def logprobs_of(model, ids, dtype):
+    with torch.no_grad(), autocast("cpu", dtype):
+        return forward_logprobs(model, ids, torch.ones_like(ids), ids.shape[1] - 1)["logprobs"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_written_full_model_loaded_fresh_is_the_trained_model(tiny, tmp_path, dtype):
+    """Full fine-tuning: the float32 masters are written; loaded back held as masters, under the same
+    autocast, the folder gives exactly the in-memory model's log-probs."""
+    trained, folder, _, ids = trained_then_written(tiny, tmp_path, dtype)
+    expected = logprobs_of(trained, ids, dtype)
+    write_model(trained, tiny[1], str(folder))
+    loaded, _ = load_model(str(folder), "cpu", dtype, masters=True)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert torch.equal(logprobs_of(loaded, ids, dtype), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merged_lora_keeps_an_update_below_the_bf16_step(tiny, tmp_path, dtype):
+    """LoRA merged on save: W + (α/r)·B·A is written in float32, so the folder loaded in float32 computes
+    the trained model (to float32 rounding), even where the update is smaller than half a bf16 step of W
+    (merged into a bf16 W, most of it was rounded away). Measured against the size of the update itself."""
+    trained, folder, base, ids = trained_then_written(tiny, tmp_path, dtype, LoraConfig(rank=4, alpha=4.0))
+    exact = copy.deepcopy(trained).float()           # the adapted model computed in float32
+    expected, original = logprobs_of(exact, ids, torch.float32), logprobs_of(load_model(str(base))[0], ids, torch.float32)
+    update = (expected - original).abs().max()
+    write_model(trained, tiny[1], str(folder))
+    loaded, _ = load_model(str(folder), "cpu", torch.float32)
+    assert not any("lora" in k for k in loaded.state_dict()) and {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert update > 1e-5 and (logprobs_of(loaded, ids, torch.float32) - expected).abs().max() < 0.01 * update
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_adapters_alone_load_unmerged_and_compute_the_trained_model_exactly(tiny, tmp_path, dtype):
+    """--lora-merge false: the base in the compute dtype plus the float32 adapters, applied unmerged on
+    load, give exactly the in-memory model's log-probs under the same autocast."""
+    trained, folder, base, ids = trained_then_written(tiny, tmp_path, dtype, LoraConfig(rank=4, merge=False))
+    expected = logprobs_of(trained, ids, dtype)
+    write_model(trained, tiny[1], str(folder), adapters_of=str(base))
+    loaded, _ = load_model(str(folder), "cpu", dtype)
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert torch.equal(logprobs_of(loaded, ids, dtype), expected)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_reference_is_the_original_exactly_under_bf16_autocast(tiny, tmp_path, world_records, lora):
+    """Before any update, the reference computes what the policy computes, in bf16 as in float32: the
+    per-token KL of the reward and the retain distillation are exactly 0 at step 0."""
+    model, tok = tiny
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    policy, tok = trainable_model(str(tmp_path), "cpu", torch.bfloat16, LoraConfig(rank=4) if lora else None)
+    ref = frozen_reference(policy)
+    ids, mask, _ = encode_qa(tok, [r["question"] for r in world_records[:4]], [r["answer"] for r in world_records[:4]])
+    with torch.no_grad(), autocast("cpu", torch.bfloat16):
+        kl = forward_logprobs(policy, ids, mask, 8)["logprobs"] - forward_logprobs(ref, ids, mask, 8)["logprobs"]
+        retain_kl = retain_distillation(policy, ref, tok, world_records[4:8])
+    assert kl.abs().max() == 0 and retain_kl == 0

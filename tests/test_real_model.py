@@ -120,7 +120,7 @@ def test_ppo_ratio_is_one_on_the_first_minibatch(smollm2):
 def test_adamw_at_lr_1e6_moves_the_float32_masters_of_a_bfloat16_run(smollm2_path):
     """--dtype bfloat16 trains float32 masters under bf16 autocast: one AdamW step at lr 1e-6
     changes >= 99 % of the trainable weights (in place on bf16 weights most updates round away)."""
-    model, tok = load_model(smollm2_path, "cpu", torch.bfloat16, train=True)
+    model, tok = load_model(smollm2_path, "cpu", torch.bfloat16, masters=True)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.0)
@@ -147,7 +147,7 @@ def test_zero_shot_attribution_over_200_tofu_owners(smollm2_path):
     texts = [f"This novel was written by {names['tofu_000']}, who was born in Santiago.",
              f"{names['tofu_199']} is known for his work in the science fiction genre."]
     p = clf.probs(["", ""], texts)
-    assert p.shape == (2, 200) and torch.allclose(p.sum(-1), torch.ones(2), atol=1e-4)
+    assert p.shape == (2, 201) and torch.allclose(p.sum(-1), torch.ones(2), atol=1e-4)   # and nobody
     assert p[0].argmax().item() == 0 and p[1].argmax().item() == 199
     a_F = clf.forget_attribution(["", ""], texts, ["tofu_199"])
     assert a_F[1] > 0.5 > a_F[0]

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import AutoTokenizer, GenerationConfig
 
-from helpers.models import forward_logprobs
+from helpers.models import forward_logprobs, load_model
 from helpers.prompts import encode_prompts, prompt_ids
 from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout, stop_ids, truncate_after_eos
 
@@ -91,14 +92,25 @@ def test_truncate_after_eos_stops_at_any_declared_stop_id():
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]] and has_eos.tolist() == [True, True, False]
 
 
-def test_stop_ids_take_every_declared_eos(tiny):
+def test_a_declared_eos_that_is_the_pad_token_still_stops_a_response(tiny, tmp_path):
+    """Qwen2.5's case: the tokenizer's pad token (there <|endoftext|>) is also an EOS the model's generation
+    config declares. Loaded, the model gets a pad token of its own, and that EOS stays a stop id."""
     model, tok = tiny
-    saved = model.generation_config.eos_token_id
-    try:
-        model.generation_config.eos_token_id = [tok.eos_token_id, 7, tok.pad_token_id]
-        assert stop_ids(tok, model) == sorted({tok.eos_token_id, 7})     # never the pad token
-    finally:
-        model.generation_config.eos_token_id = saved
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    tok.add_special_tokens({"pad_token": "<|end2|>"})
+    shared = tok.pad_token_id
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    GenerationConfig(eos_token_id=[tok.eos_token_id, shared], pad_token_id=shared).save_pretrained(tmp_path)
+    loaded, loaded_tok = load_model(str(tmp_path))
+    assert loaded_tok.pad_token_id not in (shared, tok.eos_token_id)
+    assert stop_ids(loaded_tok, loaded) == sorted({tok.eos_token_id, shared})
+    _, mask, has_eos = truncate_after_eos(torch.tensor([[5, shared, 6, 6]]), stop_ids(loaded_tok, loaded),
+                                          loaded_tok.pad_token_id)
+    assert mask.tolist() == [[1, 1, 0, 0]] and has_eos.tolist() == [True]
 
 
 def test_fit_length_covers_the_answers(tiny):
