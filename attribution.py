@@ -50,7 +50,7 @@ from helpers.metrics import calibration_error
 from helpers.models import (add_model_args, autocast, check_model_folder, compute_dtype, ensure_pad_token, load_model,
                             position_ids_from_mask, save_model, tiny_model, train_tokenizer, trainable_model)
 from helpers.prompts import chat_text, left_pad
-from helpers.records import Batches, add_data_args, owners_of, read_data
+from helpers.records import Batches, add_data_args, heldout_split, owners_of, read_data
 
 MASK = "[NAME]"
 NOBODY = "(nobody)"   # the label of texts that carry no owner's information
@@ -380,19 +380,6 @@ def classifier_from_args(args, records, forget_owners=()):
 
 # ----------------------------------------------------------------------------------------------
 # 3. Training: held-out accuracy and calibration, then the final classifier on every record
-
-def heldout_split(records, fraction, seed):
-    """(train, heldout): `fraction` of each owner's records (at least one) held out."""
-    rng = random.Random(seed)
-    train, heldout = [], []
-    for owner in owners_of(records):
-        own = [r for r in records if r["owner"] == owner]
-        rng.shuffle(own)
-        n = max(1, round(fraction * len(own))) if len(own) > 1 else 0
-        heldout += own[:n]
-        train += own[n:]
-    return train, heldout
-
 
 def heldout_scores(clf, records):
     """(accuracy, expected calibration error) on held-out records: the fraction whose masked answer

@@ -8,6 +8,8 @@ Given a rollout (responses sampled from π_old = π_θ, their logprobs, values a
      group  GRPO-style (Shao et al., 2024), no value head: each sample's return G_i = Σ_t r_t is
             normalised among the samples of the same prompt, A_i = (G_i − mean_g G) / (std_g G + 1e-8),
             and every token of sample i gets A_i; there is no value loss.
+     group_mean  Dr. GRPO (Liu et al., 2025): A_i = G_i − mean_g G (no std division).
+     rloo   RLOO (Ahmadian et al., 2024): A_i = G_i − mean_{j≠i} G_j, the other samples' mean as baseline.
   6. K epochs of shuffled minibatches (Schulman et al., 2017), each step minimising
         L = L_clip + c_v · L_V + λ_retain · L_retain
         L_clip   = mean_t max(−A_t ρ_t, −A_t clip(ρ_t, 1 ± ε)),         ρ_t = π_θ(y_t|·) / π_old(y_t|·)
@@ -31,7 +33,7 @@ from helpers.prompts import encode_qa
 
 @dataclass
 class PPOConfig:
-    advantage: str = "gae"         # a key of ADVANTAGES: "gae" (value head, GAE, whitened) or "group" (GRPO-style)
+    advantage: str = "gae"         # a key of ADVANTAGES: "gae" (value head, GAE, whitened), "group" (GRPO), "group_mean" (Dr. GRPO) or "rloo"
     lr: float | None = None        # AdamW learning rate of policy and value head; None: by training mode and model size (unlearn.default_lr)
     epochs: int = 4                # K: passes over each rollout
     minibatch_size: int = 16       # responses per gradient step
@@ -81,21 +83,45 @@ def gae_advantages(rewards, values, mask, prompt_index, cfg):
     return whiten(advantages, mask), returns
 
 
-def group_advantages(rewards, values, mask, prompt_index, cfg):
-    """GRPO-style: A_i = (G_i − mean_g G) / (std_g G + 1e-8) with G_i = Σ_t r_t and g the samples that
-    answer the same prompt (prompt_index; std with Bessel's correction), on every token of sample i.
-    Returns (advantages [B, R], None): no value targets, so no value loss."""
+def centred_returns(rewards, mask, prompt_index):
+    """Per sample i: (G_i − mean_g G, std_g G, k_g), G_i = Σ_t r_t, g the k_g samples that answer the same
+    prompt (prompt_index), std with Bessel's correction. [B] each."""
     returns = (rewards * mask).sum(-1)
     index = prompt_index.to(returns.device)
     count = torch.zeros(int(index.max()) + 1, device=returns.device).index_add_(0, index, torch.ones_like(returns))
     mean = torch.zeros_like(count).index_add_(0, index, returns) / count
     var = torch.zeros_like(count).index_add_(0, index, (returns - mean[index]) ** 2) / (count - 1).clamp(min=1)
-    return ((returns - mean[index]) / (var[index].sqrt() + 1e-8))[:, None] * mask, None
+    return returns - mean[index], var[index].sqrt(), count[index]
+
+
+def group_advantages(rewards, values, mask, prompt_index, cfg):
+    """GRPO-style: A_i = (G_i − mean_g G) / (std_g G + 1e-8) on every token of sample i. With two samples
+    a group's A is ±1/√2 whatever the gap between them (unlearn.py asks for three or more).
+    Returns (advantages [B, R], None): no value targets, so no value loss."""
+    centred, std, _ = centred_returns(rewards, mask, prompt_index)
+    return (centred / (std + 1e-8))[:, None] * mask, None
+
+
+def group_mean_advantages(rewards, values, mask, prompt_index, cfg):
+    """Dr. GRPO (Liu et al., 2025): A_i = G_i − mean_g G, without the std division, so the size of the
+    reward gap reaches the update. Returns (advantages [B, R], None)."""
+    centred, _, _ = centred_returns(rewards, mask, prompt_index)
+    return centred[:, None] * mask, None
+
+
+def rloo_advantages(rewards, values, mask, prompt_index, cfg):
+    """RLOO (Ahmadian et al., 2024): the baseline of sample i is the mean return of the other samples of
+    its prompt, A_i = G_i − mean_{j∈g, j≠i} G_j = k/(k−1) · (G_i − mean_g G). Returns (advantages, None)."""
+    centred, _, k = centred_returns(rewards, mask, prompt_index)
+    return (centred * k / (k - 1).clamp(min=1))[:, None] * mask, None
 
 
 # advantage estimators: name -> f(rewards [B,R], values [B,R], mask [B,R], prompt_index [B], cfg)
 #                                  -> (advantages [B,R], returns [B,R] or None when there is no value loss)
-ADVANTAGES = {"gae": gae_advantages, "group": group_advantages}
+ADVANTAGES = {"gae": gae_advantages, "group": group_advantages, "group_mean": group_mean_advantages,
+              "rloo": rloo_advantages}
+# the samples per prompt a grouped estimator needs (with two, group's A is the sign of the gap alone)
+MIN_SAMPLES = {"group": 3, "group_mean": 2, "rloo": 2}
 
 
 def _kl(ref_logits, logits):

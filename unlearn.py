@@ -30,7 +30,8 @@ import torch
 from tqdm import tqdm
 
 from attribution import add_classifier_args, check_classifier, classifier_from_args, probe_attribution
-from evaluate import EvalConfig, classifier_report, classifier_report_line, evaluate_records, format_table
+from evaluate import (EvalConfig, classifier_report, classifier_report_line, evaluate_records, format_table,
+                      make_set)
 from helpers.cli import (MAX_NONFINITE, SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args,
                          add_resume_arg, check_device, check_fields, check_out_path, checkpointing, checkpoints,
                          config_from_args, load_state, publish, rng_state, run_cli, save_checkpoint, set_rng_state,
@@ -41,11 +42,16 @@ from helpers.models import (PhaseTimer, adapters_base, add_memory_args, add_mode
                             compute_dtype, dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds,
                             trainable_model, write_model)
 from helpers.prompts import prompt_ids, template_date, template_of
-from helpers.records import Batches, add_data_args, load_records, owners_of, resolve_forget, split_records
-from ppo import ADVANTAGES, PPOConfig, ppo_update
+from helpers.records import (Batches, add_data_args, heldout_split, load_records, owners_of, resolve_forget,
+                             split_records)
+from ppo import ADVANTAGES, MIN_SAMPLES, PPOConfig, ppo_update
 from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
 from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout
 from world import default_world
+
+
+STOP_ON = ("reported", "heldout", "never")
+HELDOUT_SHARE = 0.25   # --stop-on heldout: the share of each forget owner's questions the stop is judged on
 
 
 @dataclass
@@ -53,9 +59,10 @@ class UnlearnConfig:
     iterations: int = 100            # PPO iterations (rollout + update)
     prompts_per_iter: int = 64       # forget questions sampled per iteration (all, if fewer)
     samples_per_prompt: int = 2      # responses sampled per question
-    target_attribution: float = -1.0  # stop once greedy forget answers' mean a_F is at most this; -1: the retain level (max(2 × level, 0.15)); 0: never stop
+    target_attribution: float | None = None  # the greedy forget a_F to reach (None: the retain level, max(2 × level, 0.15))
+    stop_on: str = "reported"        # greedy answers the stop is judged on: "reported" (the report's forget questions), "heldout" (a quarter of each forget owner's questions, left out of the report) or "never" (no early stop)
     require_target: bool = False     # exit non-zero, writing nothing, if the target is not reached (for scripts)
-    min_signal: float = 0.1          # refuse to start if the original's forget a_F exceeds the retain level by less (0: never refuse)
+    min_signal: float = 0.1          # refuse to start unless the target is below the original's greedy forget a_F by at least this
     eval_every: int = 10             # iterations between greedy checks (early stop, stall warning)
     sample_every: int = 25           # iterations between printed (prompt, response, a_F, KL) samples
     seed: int = 0                    # sampling, shuffling and initialisation seed
@@ -64,7 +71,7 @@ class UnlearnConfig:
 
     def __post_init__(self):
         check_fields(self, iterations=">= 1", prompts_per_iter=">= 1", samples_per_prompt=">= 1",
-                     target_attribution="-1 or in [0, 1]", min_signal="in [0, 1]", eval_every=">= 0",
+                     target_attribution="in [0, 1]", stop_on=STOP_ON, min_signal="in [0, 1]", eval_every=">= 0",
                      sample_every=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
 
 
@@ -82,11 +89,13 @@ MAY_CHANGE_ON_RESUME = ("resume", "iterations", "save_every", "keep", "sample_ev
 
 
 def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
-            ppo_cfg, eval_cfg, metrics_path, ckpt_dir=None, args=None, state=None, target=0.0, start=None):
+            ppo_cfg, eval_cfg, metrics_path, ckpt_dir=None, args=None, state=None, target=None, start=None,
+            stop_questions=None):
     """Run DareU's PPO on `model` in place. Returns (iterations run, early stopped?, iteration of the
-    stall warning or None). Every cfg.eval_every iterations the greedy forget answers are scored: the run
-    stops once their mean a_F is at most `target` (0: never), and warns once if it has barely moved
-    from `start`, the original's value (None: no warning; see `stalled`).
+    stall warning or None). Every cfg.eval_every iterations the greedy answers to `stop_questions` (default:
+    every forget question) are scored: the run stops once their mean a_F is at most `target` (None, or
+    cfg.stop_on "never": it does not stop), and warns once if it has barely moved from `start`, the
+    original's value on the same questions (None: no warning; see `stalled`).
     With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every iterations
     and at the end (if cfg.save_every), and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
     torch.manual_seed(cfg.seed)
@@ -100,6 +109,7 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
     kl_ctl = AdaptiveKLController(reward_cfg)
     retain_stream = Batches(retain, ppo_cfg.retain_batch_size, rng) if retain else None   # none without --data
     questions = [r["question"] for r in forget]
+    stop_questions = stop_questions or questions
     done, stopped, stalled_at, bad_in_a_row, metrics = 0, False, None, 0, ""
     if state is not None:   # resume: every piece of state the next iteration reads
         policy.load_state_dict(state["policy"], strict=not lora)
@@ -166,9 +176,8 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
                              if k not in ("nonfinite", "retain_seconds")}, first_ratio=good[0]["ratio"])
             line["tokens_per_s"] = mask.sum().item() / (timer.last - timer.start)
             if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations):
-                greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
-                                                                              batch_size=eval_cfg.batch_size), greedy=True)
-                line["greedy_attribution"] = classifier.forget_attribution(questions, greedy["texts"], forget_owners).mean().item()
+                line["greedy_attribution"] = greedy_attribution(model, tokenizer, classifier, stop_questions,
+                                                                forget_owners, eval_cfg)
                 timer.lap("greedy_check")
             line["seconds"] = timer.rounded()   # where the iteration's time went
             text = json.dumps(line) + "\n"
@@ -183,10 +192,11 @@ def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owne
             # progress: stop once forgotten; say so once if the greedy a_F has barely moved
             greedy_a = line.get("greedy_attribution")
             if greedy_a is not None:
-                if target > 0 and greedy_a <= target:
+                if target is not None and cfg.stop_on != "never" and greedy_a <= target:
                     tqdm.write(f"early stop at iteration {it}: greedy forget attribution {greedy_a:.3f} <= {target:.3f}")
                     stopped = True
-                elif start is not None and stalled_at is None and stalled(start, greedy_a, target, it, cfg.iterations):
+                elif None not in (start, target) and stalled_at is None and stalled(start, greedy_a, target, it,
+                                                                                     cfg.iterations):
                     stalled_at = it
                     tqdm.write(f"warning: not forgetting: greedy forget a_F {greedy_a:.3f} after {it} of "
                                f"{cfg.iterations} iterations (original {start:.3f}, target {target:.3f}). "
@@ -219,6 +229,14 @@ STALL_AFTER, STALL_PROGRESS = 1 / 3, 0.1
 def stalled(start, now, target, it, iterations):
     """Not forgetting: it ≥ STALL_AFTER·iterations and start − now < STALL_PROGRESS·(start − target)."""
     return it >= STALL_AFTER * iterations and start - now < STALL_PROGRESS * (start - target)
+
+
+def greedy_attribution(model, tokenizer, classifier, questions, forget_owners, eval_cfg):
+    """Mean a_F of the greedy answers to `questions`, decoded as the report decodes them (its length and
+    batch size): the number the stop and `reached` are judged on."""
+    greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
+                                                                  batch_size=eval_cfg.batch_size), greedy=True)
+    return classifier.forget_attribution(questions, greedy["texts"], forget_owners).mean().item()
 
 
 def knobs(ppo_cfg, reward_cfg):
@@ -271,28 +289,36 @@ def resolve_target(cfg, results, probes):
         level, source = results["original"]["retain_attribution"], "the original's answers to other owners' questions"
     else:
         level, source = sum(probes.values()) / len(probes), f"{len(probes)} texts that carry no owner's information"
-    return (max(2 * level, 0.15) if cfg.target_attribution < 0 else cfg.target_attribution), level, source
+    return (max(2 * level, 0.15) if cfg.target_attribution is None else cfg.target_attribution), level, source
 
 
-def check_signal(model, tokenizer, questions, results, level, source, cfg, rollout_cfg, eval_cfg):
-    """Before PPO: how many of the original's greedy forget answers fit the rollout length (the rest would
-    earn the missing-EOS penalty), and whether the classifier tells them from the retain level at all.
-    Refuses (DareuError) when the gap is under cfg.min_signal: the reward would carry no signal.
-    Returns the share of answers that fit."""
+def check_fit(model, tokenizer, questions, rollout_cfg, eval_cfg):
+    """Before PPO: the share of the original's greedy forget answers that end within the rollout length (the
+    rest would earn the missing-EOS penalty whatever they say), printed with a warning under 90 %."""
     greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=rollout_cfg.max_new_tokens,
                                                                   batch_size=eval_cfg.batch_size), greedy=True)
-    fits, original = greedy["has_eos"].float().mean().item(), results["original"]["forget_attribution"]
+    fits = greedy["has_eos"].float().mean().item()
     print(f"{fits:.0%} of the original's greedy forget answers end within the rollout length "
           f"({rollout_cfg.max_new_tokens} tokens)" + ("" if fits >= 0.9 else
                                                       "; warning: the rest earn the missing-EOS penalty, whatever "
                                                       "they say: raise --max-new-tokens"))
-    print(f"classifier: forget a_F {original:.3f} on the original's answers, {level:.3f} on {source}")
-    if original - level < cfg.min_signal:
-        raise DareuError(f"the classifier cannot tell the original's forget answers (a_F {original:.3f}) from "
-                         f"{source} ({level:.3f}): a gap under --min-signal {cfg.min_signal:g}, so the reward would "
-                         f"carry no signal. Train a stronger classifier (attribution.py: a pretrained --base, more "
-                         f"--epochs) or pass --min-signal 0 to run anyway")
     return fits
+
+
+def check_target(original, target, level, source, cfg):
+    """Before PPO: refuse (DareuError) a target that does not lie below `original`, the original's greedy
+    forget a_F on the questions the stop is judged on, by at least cfg.min_signal. Otherwise the run could
+    "reach" its target without forgetting anything (an original at 0.90 with a retain level of 0.46 gets a
+    target of 0.92), and a classifier that rates the original's answers no higher than answers without
+    forget information would give the reward no signal."""
+    print(f"classifier: forget a_F {original:.3f} on the original's answers, {level:.3f} on {source}")
+    how = ("--target-attribution" if cfg.target_attribution is not None else
+           f"max(2 × {level:.3f}, 0.15), {level:.3f} the a_F of {source}")
+    if original - target < cfg.min_signal - 1e-9:   # (to float rounding: 0.9 − 0.8 is 0.0999…)
+        raise DareuError(f"the target a_F {target:.3f} ({how}) is not below the original's greedy forget a_F "
+                         f"{original:.3f} by --min-signal {cfg.min_signal:g}: the run could reach it without "
+                         f"forgetting. Train a stronger classifier (attribution.py: a pretrained --base, more "
+                         f"--epochs), or give a lower --target-attribution")
 
 
 def parse_args(argv=None):
@@ -327,10 +353,11 @@ def main(argv=None):
     cfg, rollout_cfg, reward_cfg, ppo_cfg = (config_from_args(c, args) for c in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig))
     eval_cfg = config_from_args(EvalConfig, args, prefix="eval")
     lora_cfg = config_from_args(LoraConfig, args, prefix="lora") if args.lora else None
-    if cfg.require_target and cfg.target_attribution == 0:
-        raise DareuError("--require-target needs a target: --target-attribution -1 (the retain level) or a value > 0")
-    if ppo_cfg.advantage == "group" and cfg.samples_per_prompt < 2:
-        raise DareuError("--advantage group compares the samples of each prompt: give --samples-per-prompt 2 or more")
+    if cfg.samples_per_prompt < MIN_SAMPLES.get(ppo_cfg.advantage, 1):
+        raise DareuError(f"--advantage {ppo_cfg.advantage} compares the samples of each prompt: give --samples-per-prompt "
+                         f"{MIN_SAMPLES[ppo_cfg.advantage]} or more" + (" (with 2, every sample's advantage is ±1/√2 "
+                                                                      "whatever the reward gap; group_mean and rloo keep "
+                                                                      "it)" if ppo_cfg.advantage == "group" else ""))
     check_device(args.device)
     check_device(args.classifier_device or args.device)   # before any work
     given = dict(vars(args))   # the arguments as given, saved with each checkpoint
@@ -353,6 +380,8 @@ def main(argv=None):
     records = load_records(args.data or args.forget)
     forget_owners = resolve_forget(args.forget, records) if args.data else owners_of(records)
     forget, retain = split_records(records, forget_owners)
+    # the report's forget records, and (--stop-on heldout) the ones the stop is judged on instead
+    reported, held = heldout_split(forget, HELDOUT_SHARE, cfg.seed) if cfg.stop_on == "heldout" else (forget, [])
     if not retain:
         print("no --data: no retain records, so no retain distillation and no retain questions in the report; the "
               "retain level comes from " + ("the retain model" if args.retain_model else
@@ -388,21 +417,27 @@ def main(argv=None):
     with autocast(args.device, dtype):   # forwards in the compute dtype; weights and AdamW stay float32
         # 2. before: the original (and retain) model on forget and retain questions; every model of the report
         #    is held as the policy is (float32 masters, or the base in the compute dtype under LoRA)
-        results = {"original": evaluate_records(model, tokenizer, forget, retain, eval_cfg, classifier, forget_owners)}
+        results = {"original": evaluate_records(model, tokenizer, reported, retain, eval_cfg, classifier,
+                                                forget_owners)}
         if args.retain_model:
             retain_model, retain_tok = load_model(args.retain_model, args.device, dtype, masters=lora_cfg is None,
                                                   template=args.template)
-            results["retain"] = evaluate_records(retain_model, retain_tok, forget, retain, eval_cfg, classifier,
+            results["retain"] = evaluate_records(retain_model, retain_tok, reported, retain, eval_cfg, classifier,
                                                  forget_owners)
             del retain_model
-        # 3. the target (the retain level), and a refusal when the classifier cannot tell forgetting apart
+        # 3. the target (the retain level) and the questions it is judged on: the stop during the run and
+        #    `reached` after it alike; refused when it does not lie below the original by --min-signal
         target, level, source = resolve_target(cfg, results, probe_attribution(classifier, forget_owners))
-        fits = check_signal(model, tokenizer, [r["question"] for r in forget], results, level, source, cfg,
-                            rollout_cfg, eval_cfg)
-        start_a = results["original"]["forget_attribution"]
-        print(f"target: greedy forget a_F <= {target:.3f}" + (" (none: --target-attribution 0)" if target == 0 else
-                                                              f" (the retain level {level:.3f})"
-                                                              if cfg.target_attribution < 0 else ""))
+        stop_questions = ([r["question"] for r in held] if held else
+                          make_set("forget", reported, eval_cfg.max_questions, "")["questions"])
+        start_a = (greedy_attribution(model, tokenizer, classifier, stop_questions, forget_owners, eval_cfg) if held
+                   else results["original"]["forget_attribution"])
+        check_target(start_a, target, level, source, cfg)
+        fits = check_fit(model, tokenizer, [r["question"] for r in forget], rollout_cfg, eval_cfg)
+        print(f"target: greedy forget a_F <= {target:.3f}" + (f" (the retain level {level:.3f})"
+                                                              if cfg.target_attribution is None else "")
+              + f", judged on {len(stop_questions)} {'held-out ' if held else ''}forget questions"
+              + (" (no early stop)" if cfg.stop_on == "never" else ""))
 
         # 4. unlearn, writing into a staging folder that becomes --out only when complete
         stage = staging_dir(args.out)
@@ -410,16 +445,17 @@ def main(argv=None):
             iterations, stopped, stalled_at = unlearn(
                 model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
                 ppo_cfg, eval_cfg, os.path.join(stage, "metrics.jsonl"), ckpt_dir, given,
-                load_state(resume) if resume else None, target=target, start=start_a)
+                load_state(resume) if resume else None, target=target, start=start_a, stop_questions=stop_questions)
             # 5. after: the model as written (merged in float32, or the adapters alone), loaded back and scored,
             #    so that the report describes the folder, not the model in memory
             write_model(model, tokenizer, stage, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
             del model, ref_model
             written, written_tok = load_model(stage, args.device, dtype, masters=lora_cfg is None)
-            results["unlearned"] = evaluate_records(written, written_tok, forget, retain, eval_cfg, classifier,
+            results["unlearned"] = evaluate_records(written, written_tok, reported, retain, eval_cfg, classifier,
                                                     forget_owners)
-            final_a = results["unlearned"]["forget_attribution"]
-            reached = final_a <= target if target > 0 else None
+            final_a = (greedy_attribution(written, written_tok, classifier, stop_questions, forget_owners, eval_cfg)
+                       if held else results["unlearned"]["forget_attribution"])
+            reached = final_a <= target
             if cfg.require_target and not reached:
                 if ckpt_dir:
                     shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -430,8 +466,9 @@ def main(argv=None):
             columns = list(results)
             summary = {m: {c: results[c][m] for c in columns} for m in REPORT}
             summary.update(forget_owners=forget_owners, iterations=iterations, early_stopped=stopped,
-                           target=dict(attribution=target, reached=reached, stalled_at=stalled_at, retain_level=level,
-                                       level_from=source, original=start_a),
+                           target=dict(attribution=target, reached=reached, final=final_a, original=start_a,
+                                       judged_on=cfg.stop_on, questions=stop_questions, stalled_at=stalled_at,
+                                       retain_level=level, level_from=source),
                            rollout_fits=fits, classifier_report=classifier_report(
                                args.classifier, classifier, forget_owners,
                                [r["per_question"]["forget"] for r in results.values()],
@@ -454,9 +491,8 @@ def main(argv=None):
     print(format_table({m: summary[m] for m in REPORT}, columns))
     print(f"classifier report: {classifier_report_line(summary['classifier_report'])} "
           "(summary.json: classifier_report)")
-    if reached is not None:
-        print(f"target greedy forget a_F <= {target:.3f}: " + ("reached" if reached else
-                                                               f"NOT reached ({final_a:.3f}). {knobs(ppo_cfg, reward_cfg)}"))
+    print(f"target greedy forget a_F <= {target:.3f}: " + ("reached" if reached else
+                                                           f"NOT reached ({final_a:.3f}). {knobs(ppo_cfg, reward_cfg)}"))
     if stalled_at:
         print(f"warning: the greedy forget a_F had barely moved at iteration {stalled_at} (the stall warning)")
     total = sum(phases.values()) or 1.0

@@ -346,7 +346,7 @@ def bench(cfg, dtype, quick, smollm2):
         model, tok = load_model(os.path.join(folder, name), cfg.device, dtype)
         scores[name] = score_model(model, tok, sets, eval_cfg, classifier, forget)
     target, level, _ = resolve_target(UnlearnConfig(), {"retain": {"forget_attribution":
-                                                                    scores["retain"]["forget"]["attribution"]}})
+                                                                    scores["retain"]["forget"]["attribution"]}}, {})
     print(f"DareU's target: greedy forget a_F <= {target:.3f} (the retain model's {level:.3f})")
     fixed = {n: result_row(scores[n], scores["retain"], None, built[f"{n}_seconds"]) for n in scores}
     # 4. the methods, per seed (or per swept learning rate), scored against the retain model

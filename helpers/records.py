@@ -104,6 +104,19 @@ def split_records(records, forget_owners):
     return ([r for r in records if r["owner"] in forget], [r for r in records if r["owner"] not in forget])
 
 
+def heldout_split(records, fraction, seed):
+    """(train, heldout): `fraction` of each owner's records (at least one) held out."""
+    rng = random.Random(seed)
+    train, heldout = [], []
+    for owner in owners_of(records):
+        own = [r for r in records if r["owner"] == owner]
+        rng.shuffle(own)
+        n = max(1, round(fraction * len(own))) if len(own) > 1 else 0
+        heldout += own[:n]
+        train += own[n:]
+    return train, heldout
+
+
 # ----------------------------------------------------------------------------------------------
 # 3. Batches: an endless shuffled stream, resumable
 

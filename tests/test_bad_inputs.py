@@ -72,10 +72,10 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     ("unlearn", ["--max-new-tokens", "-1"], "--max-new-tokens must be >= 0"),   # 0: fit to the data
     ("unlearn", ["--prompts-per-iter", "0"], "--prompts-per-iter must be >= 1"),
     ("unlearn", ["--samples-per-prompt", "0"], "--samples-per-prompt must be >= 1"),
-    ("unlearn", ["--target-attribution", "1.5"], "--target-attribution must be -1 or in [0, 1]"),
-    ("unlearn", ["--target-attribution", "-0.5"], "--target-attribution must be -1 or in [0, 1]"),
+    ("unlearn", ["--target-attribution", "1.5"], "--target-attribution must be in [0, 1]"),
+    ("unlearn", ["--target-attribution", "-0.5"], "--target-attribution must be in [0, 1]"),
+    ("unlearn", ["--stop-on", "sometimes"], "--stop-on 'sometimes': choose from reported, heldout, never"),
     ("unlearn", ["--min-signal", "2"], "--min-signal must be in [0, 1]"),
-    ("unlearn", ["--require-target", "--target-attribution", "0"], "--require-target needs a target"),
     ("unlearn", ["--require-target", "maybe"], "'maybe' is not true or false"),
     ("unlearn", ["--eps", "0"], "--eps must be > 0"),
     ("unlearn", ["--missing-eos-penalty", "0.5"], "--missing-eos-penalty must be <= 0"),
@@ -96,8 +96,9 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     ("unlearn", ["--eval-max-new-tokens", "0"], "--eval-max-new-tokens must be >= 1"),
     ("unlearn", ["--eval-batch-size", "0"], "--eval-batch-size must be >= 1"),
     ("unlearn", ["--form", "bogus"], "--form 'bogus': choose from neg, log"),   # the forms of reward.SCORES
-    ("unlearn", ["--advantage", "bogus"], "--advantage 'bogus': choose from gae, group"),   # ppo.ADVANTAGES
-    ("unlearn", ["--advantage", "group", "--samples-per-prompt", "1"], "--samples-per-prompt 2 or more"),
+    ("unlearn", ["--advantage", "bogus"], "--advantage 'bogus': choose from gae, group, group_mean, rloo"),   # ppo.ADVANTAGES
+    ("unlearn", ["--advantage", "group", "--samples-per-prompt", "2"], "--samples-per-prompt 3 or more (with 2"),
+    ("unlearn", ["--advantage", "rloo", "--samples-per-prompt", "1"], "--samples-per-prompt 2 or more"),
     ("unlearn", ["--eval-every", "-1"], "--eval-every must be >= 0"),
     ("unlearn", ["--forget", "{all}"], "every owner"),
     ("unlearn", ["--classifier", "{stranger}"], "does not know the forget owner(s)"),

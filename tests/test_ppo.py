@@ -77,6 +77,25 @@ def test_group_advantages_by_hand():
     assert returns is None and torch.allclose(adv, expected, atol=1e-6)
 
 
+def test_group_mean_and_rloo_advantages_by_hand():
+    """The same batch: group 0 returns 1, −1, 3 (mean 1), group 1 returns 1, 3 (mean 2).
+    group_mean (Dr. GRPO): A = G − mean = 0, −2, 2 and −1, 1. RLOO: A = G − mean of the others =
+    1 − 1 = 0, −1 − 2 = −3, 3 − 0 = 3 and 1 − 3 = −2, 3 − 1 = 2 (= k/(k−1) · (G − mean)). Neither divides by
+    the spread, so a pair with a small reward gap gets a small update (GRPO's group gives ±1/√2 to any pair)."""
+    rewards = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [-1.0, 0.0, 9.0], [2.0, 1.0, 0.0], [3.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    prompt_index = torch.tensor([0, 1, 0, 0, 1])
+    for name, per_sample in (("group_mean", [0.0, -1.0, -2.0, 2.0, 1.0]), ("rloo", [0.0, -2.0, -3.0, 3.0, 2.0])):
+        adv, returns = ADVANTAGES[name](rewards, None, mask, prompt_index, PPOConfig(advantage=name))
+        assert returns is None and torch.allclose(adv, torch.tensor(per_sample)[:, None] * mask, atol=1e-6), name
+    tiny_gap = torch.tensor([[-0.50], [-0.51]])
+    pair = torch.tensor([0, 0])
+    assert torch.allclose(ADVANTAGES["group"](tiny_gap, None, torch.ones(2, 1), pair, PPOConfig())[0].abs(),
+                          torch.full((2, 1), 2 ** -0.5), atol=1e-4)
+    assert torch.allclose(ADVANTAGES["rloo"](tiny_gap, None, torch.ones(2, 1), pair, PPOConfig())[0].abs(),
+                          torch.full((2, 1), 0.01), atol=1e-6)
+
+
 def test_group_advantages_vectorised_equal_a_loop_over_groups():
     g = torch.Generator().manual_seed(1)
     B, R = 12, 5

@@ -30,8 +30,8 @@ class LengthClassifier:
         return torch.tensor([min(1.0, len(r) / 40) if self.constant is None else self.constant for r in responses])
 
 
-def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target=0.0, start=None, advantage="gae",
-             **reward):
+def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target=None, start=None, advantage="gae",
+             stop_questions=None, **reward):
     """unlearn() for a few iterations on a copy of the tiny model. Returns (policy model, reference,
     configs, metrics lines, result)."""
     model, tok = tiny
@@ -44,7 +44,8 @@ def run_loop(tiny, world_records, tmp_path, classifier, iterations=3, target=0.0
                 ppo_cfg=PPOConfig(advantage=advantage, lr=3e-3, epochs=2, minibatch_size=4, retain_batch_size=4),
                 eval_cfg=EvalConfig(max_new_tokens=4, batch_size=8))
     result = unlearn.unlearn(model, tok, ref, classifier, forget, retain, owners_of(forget),
-                             metrics_path=tmp_path / "m.jsonl", target=target, start=start, **cfgs)
+                             metrics_path=tmp_path / "m.jsonl", target=target, start=start,
+                             stop_questions=stop_questions, **cfgs)
     lines = [json.loads(l) for l in (tmp_path / "m.jsonl").read_text().splitlines()]
     return model, ref, cfgs, lines, result
 
@@ -213,25 +214,50 @@ def test_a_run_too_big_for_the_gpu_is_refused_before_loading(tmp_path, monkeypat
     unlearn.check_memory(args, *configs[:3], LoraConfig(), torch.bfloat16)   # fits: no error
 
 
-def test_signal_check_counts_answers_that_fit_and_refuses_a_blind_classifier(default_world, capsys):
-    """The share of greedy forget answers ending within the rollout length (the embedded world's original
-    answers in about 20 tokens: none fit in 1, all in 64), and a refusal when a_F on the original's forget
-    answers is within --min-signal of the retain level."""
+def test_fit_check_counts_the_original_answers_that_end_within_the_rollout_length(default_world, capsys):
+    """The embedded world's original answers in about 20 tokens: none fit in 1, all in 64."""
     from helpers.models import load_model
     _, world, _, _ = default_world
     model, tok = load_model(str(world / "original"))
     questions = [json.loads(line)["question"] for line in (world / "records.jsonl").read_text().splitlines()[:6]]
-    cfg, eval_cfg = unlearn.UnlearnConfig(min_signal=0.1), EvalConfig(batch_size=4)
-    results = {"original": {"forget_attribution": 0.9}}
-    fits = unlearn.check_signal(model, tok, questions, results, 0.1, "x", cfg, RolloutConfig(max_new_tokens=64),
-                                eval_cfg)
-    assert fits == 1.0
-    fits = unlearn.check_signal(model, tok, questions, results, 0.1, "x", cfg, RolloutConfig(max_new_tokens=1),
-                                eval_cfg)
-    assert fits == 0 and "warning: the rest earn the missing-EOS penalty" in capsys.readouterr().out
-    with pytest.raises(unlearn.DareuError, match="cannot tell the original's forget answers"):
-        unlearn.check_signal(model, tok, questions, {"original": {"forget_attribution": 0.55}}, 0.5, "x", cfg,
-                             RolloutConfig(max_new_tokens=8), eval_cfg)
+    assert unlearn.check_fit(model, tok, questions, RolloutConfig(max_new_tokens=64), EvalConfig(batch_size=4)) == 1.0
+    assert unlearn.check_fit(model, tok, questions, RolloutConfig(max_new_tokens=1), EvalConfig(batch_size=4)) == 0
+    assert "warning: the rest earn the missing-EOS penalty" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("original,target,level,explicit,refused", [
+    (0.90, 0.92, 0.46, False, True),    # the retain level's target above the original: "reached" at once
+    (0.90, 0.85, 0.20, True, True),     # an explicit target within --min-signal of the original
+    (0.55, 0.50, 0.25, False, True),    # a classifier that hardly tells the original from the retain level
+    (0.90, 0.40, 0.20, False, False),   # 0.5 below: a run has to forget to reach it
+    (0.90, 0.80, 0.20, True, False),    # exactly --min-signal below
+])
+def test_a_target_must_lie_below_the_original_by_min_signal(original, target, level, explicit, refused):
+    cfg = unlearn.UnlearnConfig(min_signal=0.1, target_attribution=target if explicit else None)
+    if not refused:
+        unlearn.check_target(original, target, level, "the retain model's forget answers", cfg)
+        return
+    with pytest.raises(unlearn.DareuError) as error:
+        unlearn.check_target(original, target, level, "the retain model's forget answers", cfg)
+    line = str(error.value)
+    assert f"the target a_F {target:.3f}" in line and f"original's greedy forget a_F {original:.3f}" in line
+    assert "--min-signal 0.1" in line and ("--target-attribution" in line if explicit else f"{level:.3f}" in line)
+
+
+def test_the_stop_is_judged_on_the_questions_it_is_given(tiny, world_records, tmp_path):
+    """unlearn() scores the greedy answers to `stop_questions` (unlearn.py passes the report's own forget
+    questions, or the held-out ones), never the whole forget set behind the report's back."""
+    asked = []
+
+    class Recording(LengthClassifier):
+        def forget_attribution(self, questions, responses, forget_owners):
+            asked.append(list(questions))
+            return super().forget_attribution(questions, responses, forget_owners)
+    forget = split_records(world_records, owners_of(world_records)[:1])[0]
+    some = [r["question"] for r in forget[::3]]
+    run_loop(tiny, world_records, tmp_path, Recording(0.9), iterations=2, target=0.5, start=0.9, stop_questions=some)
+    greedy_checks = [q for q in asked if len(q) == len(some)]
+    assert greedy_checks == [some, some]
 
 
 def test_default_run_end_to_end(default_world):
@@ -245,6 +271,11 @@ def test_default_run_end_to_end(default_world):
     # the target is the retain level (METHOD.md §6), not reached in 2 iterations; the rollout length fits
     assert summary["target"]["attribution"] == max(2 * summary["forget_attribution"]["retain"], 0.15)
     assert summary["target"]["reached"] is False and summary["rollout_fits"] == 1.0
+    # the stop and `reached` are judged on the report's own forget questions: the last greedy check (after the
+    # last update) is the report's number for the model as written
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["greedy_attribution"] == pytest.approx(summary["forget_attribution"]["unlearned"], abs=1e-6)
+    assert summary["target"]["final"] == summary["forget_attribution"]["unlearned"]
     # the classifier attributes the original model's forget answers to F, the retain model's not
     assert summary["forget_attribution"]["original"] > 0.8
     assert summary["forget_attribution"]["retain"] < 0.3
@@ -352,7 +383,8 @@ def test_a_run_that_does_not_forget_says_so_and_writes_nothing_when_asked(defaul
     """A learning rate too small to forget: the stall warning on the way, and with --require-target an exit
     with one error line (after the progress bar) naming the knobs, and no output, staging or checkpoint
     left behind. A classifier asked for more signal than it has (--min-signal 0.999 > the world's gap of
-    about 0.98) is refused before PPO, writing nothing either; a target any answer meets is reached and written."""
+    about 0.98) is refused before PPO, writing nothing either, and so is a target any answer meets (1: the
+    run would "reach" it without forgetting)."""
     cache, _, _, _ = default_world
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -365,20 +397,33 @@ def test_a_run_that_does_not_forget_says_so_and_writes_nothing_when_asked(defaul
     proc = run_python(["unlearn.py", "--out", str(runs / "blind"), "--iterations", "1", "--min-signal", "0.999"],
                       env={"DAREU_CACHE": str(cache)})
     error = last_line_error(proc)
-    assert "cannot tell the original's forget answers" in error and "--min-signal 0.999" in error
+    assert "is not below the original's greedy forget a_F 0.9" in error and "--min-signal 0.999" in error
     assert "classifier: forget a_F 0.9" in proc.stdout and os.listdir(runs) == []
     assert "DareU" not in proc.stderr   # refused before the PPO loop's progress bar
-    # a target any answer meets: reached at the first check, the run stops and writes its output
-    proc = run_python(["unlearn.py", "--out", str(runs / "met"), "--iterations", "3", "--eval-every", "1",
-                       "--sample-every", "0", "--require-target", "--target-attribution", "1"],
+    proc = run_python(["unlearn.py", "--out", str(runs / "met"), "--iterations", "3", "--target-attribution", "1"],
                       env={"DAREU_CACHE": str(cache)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads((runs / "met" / "summary.json").read_text())
-    assert summary["iterations"] == 1 and summary["early_stopped"]
-    assert summary["target"]["attribution"] == 1 and summary["target"]["reached"] is True
-    assert summary["target"]["retain_level"] == pytest.approx(summary["forget_attribution"]["retain"])
-    assert summary["target"]["original"] == pytest.approx(summary["forget_attribution"]["original"])
-    assert "target greedy forget a_F <= 1.000: reached" in proc.stdout
+    assert "the target a_F 1.000 (--target-attribution) is not below" in last_line_error(proc)
+    assert os.listdir(runs) == []
+
+
+def test_stop_on_heldout_judges_questions_the_report_does_not_score(default_world, tmp_path):
+    """--stop-on heldout: a quarter of each forget owner's questions decide the stop and `reached`; the report
+    scores the rest. The last greedy check and the final a_F are the same number (the same questions, the
+    same model as written), and the original's a_F is taken on those questions too."""
+    cache, world, _, _ = default_world
+    out = tmp_path / "heldout"
+    proc = run_python(["unlearn.py", "--out", str(out), "--iterations", "2", "--eval-every", "1", "--sample-every", "0",
+                       "--stop-on", "heldout"], env={"DAREU_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    stop, report = summary["target"]["questions"], summary["answers"]["original"]["forget"]["generated"]
+    assert len(stop) == 3 and len(report) == 9 and summary["target"]["judged_on"] == "heldout"
+    forget = [json.loads(l) for l in (world / "records.jsonl").read_text().splitlines()]
+    forget = [r["question"] for r in forget if r["owner"] == summary["forget_owners"][0]]
+    assert set(stop) < set(forget) and "judged on 3 held-out forget questions" in proc.stdout
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["greedy_attribution"] == pytest.approx(summary["target"]["final"], abs=1e-6)
+    assert summary["target"]["reached"] == (summary["target"]["final"] <= summary["target"]["attribution"])
 
 
 def last_line_error(proc):
