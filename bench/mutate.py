@@ -24,6 +24,8 @@ the same selection runs once unmutated and must pass.
                                                             # the same mutants against an older suite
     python bench/mutate.py --list                           # check which mutations still apply
     python bench/mutate.py --only ppo.py,reward.py,27       # some stages' (or numbers') mutations only
+    python bench/mutate.py --set blind --out bench/results/mutation_blind.json
+                                                            # the second list, written blind (mutations_blind.py)
 """
 import argparse
 import json
@@ -37,6 +39,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import mutations_blind as blind  # noqa: E402
 
 # (file, original text, replacement, the bug); every original must occur exactly once in its file
 MUTATIONS = [
@@ -211,21 +215,24 @@ MUTATIONS = [
      "gradient checkpointing silently off in the PPO loop"),
 ]
 
-STAGE_TESTS = {   # stage file -> the test files that import it
+STAGE_TESTS = {   # stage file -> the test files that import it (and the tests of the stages it serves)
     "helpers/cli.py": ["tests/test_cli.py", "tests/test_checkpoints.py", "tests/test_bad_inputs.py"],
-    "helpers/records.py": ["tests/test_data.py"],
-    "helpers/models.py": ["tests/test_models.py", "tests/test_rollout.py", "tests/test_finetune.py", "tests/test_evaluate.py",
-                  "tests/test_ppo.py"],
+    "helpers/models.py": ["tests/test_models.py", "tests/test_rollout.py", "tests/test_finetune.py",
+                          "tests/test_evaluate.py", "tests/test_ppo.py", "tests/test_real_model.py"],
     "helpers/prompts.py": ["tests/test_models.py", "tests/test_rollout.py"],
     "helpers/lora.py": ["tests/test_lora.py", "tests/test_models.py"],
-    "finetune.py": ["tests/test_finetune.py", "tests/test_evaluate.py"],
+    "finetune.py": ["tests/test_finetune.py", "tests/test_evaluate.py", "tests/test_checkpoints.py"],
     "attribution.py": ["tests/test_attribution.py"],
-    "rollout.py": ["tests/test_rollout.py", "tests/test_ppo.py"],
+    "rollout.py": ["tests/test_rollout.py", "tests/test_ppo.py", "tests/test_real_model.py"],
     "reward.py": ["tests/test_reward.py", "tests/test_ppo.py"],
     "ppo.py": ["tests/test_ppo.py"],
-    "unlearn.py": [],
+    "unlearn.py": ["tests/test_checkpoints.py"],
     "evaluate.py": ["tests/test_evaluate.py"],
     "helpers/metrics.py": ["tests/test_metrics.py", "tests/test_evaluate.py"],
+    "helpers/memory.py": ["tests/test_memory.py"],
+    "helpers/records.py": ["tests/test_data.py", "tests/test_checkpoints.py"],
+    "world.py": ["tests/test_data.py"],
+    "data.py": ["tests/test_data.py"],
 }
 CROSS = ["tests/test_unlearn.py"]   # the DareU loop on tiny models: every stage at once
 DESELECT = ["tests/test_unlearn.py::test_default_run_end_to_end",
@@ -278,6 +285,8 @@ def run_tests(repo, files, timeout):
 
 def main():
     p = argparse.ArgumentParser(description="Plant one-line bugs one at a time and report which the tests catch.")
+    p.add_argument("--set", choices=("authors", "blind"), default="authors",
+                   help="which list: the authors' (MUTATIONS below) or the one written blind (mutations_blind.py)")
     p.add_argument("--tests-from", help="take tests/ from this git revision (e.g. an older suite)")
     p.add_argument("--only", help="comma-separated stage files and/or mutation numbers to run")
     p.add_argument("--timeout", type=int, default=900, help="seconds per test run; past it the mutant counts as killed")
@@ -286,8 +295,7 @@ def main():
     args = p.parse_args()
     only = set(args.only.split(",")) if args.only else set(STAGE_TESTS)
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # `kill` cleans up as Ctrl-C does
-    missing = set(STAGE_TESTS) - {m[0] for m in MUTATIONS}
-    assert not missing, f"no mutation in {missing}"
+    mutations = MUTATIONS if args.set == "authors" else blind.MUTATIONS
     start = time.time()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
@@ -300,7 +308,7 @@ def main():
             print(f"unmutated: {status} in {seconds:.0f} s", flush=True)
             if status != "survived":
                 sys.exit(f"the unmutated tests do not pass ({detail}); fix them before counting mutants")
-        for i, (file, original, replacement, what) in enumerate(MUTATIONS, 1):
+        for i, (file, original, replacement, what) in enumerate(mutations, 1):
             if file not in only and str(i) not in only:
                 continue
             path = os.path.join(repo, file)
@@ -341,7 +349,7 @@ def main():
         print(f"survived: #{r['id']} {r['file']}: {r['bug']}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"commit": commit, "dirty": dirty, "tests_from": args.tests_from or "working tree",
+        json.dump({"set": args.set, "commit": commit, "dirty": dirty, "tests_from": args.tests_from or "working tree",
                    "selection": {"stage_tests": STAGE_TESTS, "cross": CROSS, "deselected": DESELECT},
                    "killed": killed, "survived": len(survived), "stale": len(stale), "errors": len(errors),
                    "score": score, "seconds": round(time.time() - start, 1), "mutations": results}, f, indent=2)
