@@ -130,11 +130,12 @@ def generate(model, tokenizer, questions, cfg, greedy=False):
         ids[j, P - p.shape[0]:P], mask[j, P - p.shape[0]:P] = p, pm
         n = min(R, r.shape[0])
         ids[j, P:P + n], mask[j, P:P + n] = r[:n], rm[:n]
-    response_mask = mask[:, P:]
-    texts = [tokenizer.decode(ids[j, P:][response_mask[j].bool()], skip_special_tokens=True).strip()
-             for j in range(len(rows))]
+    response_mask, has_eos = mask[:, P:], torch.stack([r[4] for r in rows])
+    # the text is what the response says: its tokens before the stop token (which need not be special)
+    said = torch.arange(R, device=ids.device) < (response_mask.sum(-1) - has_eos.long())[:, None]
+    texts = [tokenizer.decode(ids[j, P:][said[j]], skip_special_tokens=True).strip() for j in range(len(rows))]
     return {"input_ids": ids, "attention_mask": mask, "response_mask": response_mask, "n_response": R,
-            "has_eos": torch.stack([r[4] for r in rows]), "texts": texts}
+            "has_eos": has_eos, "texts": texts}
 
 
 def rollout(model, tokenizer, questions, samples_per_prompt, cfg):

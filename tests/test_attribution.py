@@ -182,3 +182,74 @@ def test_owner_names_are_read_off_tofu_records():
     assert len(names) == 200 and len(set(names.values())) == 200
     assert names["tofu_000"] == "Jaime Vasquez" and names["tofu_199"] == "Nikolai Abilov"
     assert names["tofu_065"] == "Isabella van Pletzen" and names["tofu_043"] == "Jina An"
+
+
+def test_the_classifiers_training_data_listed_and_checked(world_records, monkeypatch):
+    """Every example one pass of fit() trains on, listed: names masked wherever they occur (any case), an
+    owner's example labelled wholly its owner, or ½/½ with another real owner when mixed; 2·|D|/|O| nobody
+    texts labelled nobody alone, a quarter of them refusals and half of them answers with no
+    owner-specific word left (METHOD.md §2). Specific words are recounted here from the records."""
+    import attribution
+    from helpers.models import tiny_model, train_tokenizer
+    owners = owners_of(world_records)
+    names = {w.lower() for o in owners for w in o.split()}
+    owners_of_word = {}
+    for r in world_records:
+        for w in r["answer"].lower().replace(".", " ").replace(",", " ").split():
+            owners_of_word.setdefault(w, set()).add(r["owner"])
+    specific = {w for w, o in owners_of_word.items() if len(o) < len(owners) / 2}
+    examples, streams = [], []
+    real_example, real_batches = attribution.training_example, attribution.Batches
+    monkeypatch.setattr(attribution, "training_example",
+                        lambda r, *a: examples.append((r, *real_example(r, *a))) or examples[-1][1:])
+    monkeypatch.setattr(attribution, "Batches", lambda records, *a: streams.append(records) or real_batches(records, *a))
+    tok = train_tokenizer([r["answer"] for r in world_records], vocab_size=400)
+    tok.add_special_tokens({"additional_special_tokens": attribution.label_tokens(owners)})
+    clf = Classifier(tiny_model(tok, n_layer=1, d_model=32), tok, owners,
+                     tok.convert_tokens_to_ids(attribution.label_tokens(owners)), nobody=True)
+    attribution.fit(clf, world_records, ClassifierConfig(epochs=1.0, batch_size=8), "test")
+    nobody_records = [r for r in streams[0] if r["owner"] == NOBODY]
+    assert len(streams[0]) == len(world_records) + len(nobody_records) and len(nobody_records) == 2 * 48 // 4
+    assert sum(r["answer"] in attribution.REFUSALS for r in nobody_records) >= 24 // 4
+    stripped = nobody_records[0::4] + nobody_records[1::4]                # nobody_texts: k % 4 < 2
+
+    def words(text):
+        return text.lower().replace(".", " ").replace(",", " ").split()
+
+    def frame_of_an_answer(text):   # its words, in order, are some answer's words without its specific ones
+        return any([w for w in words(r["answer"]) if w not in specific and w not in names] == words(text)
+                   for r in world_records)
+    assert all(frame_of_an_answer(r["answer"]) for r in stripped)
+    assert len(examples) == len(streams[0])                                # one pass: every record once
+    mixes = 0
+    for record, text, target in examples:
+        assert not names & {w.strip(".,'’s").lower() for w in text.split()}, text
+        probs = dict(zip(clf.labels, target.tolist()))
+        assert sum(probs.values()) == pytest.approx(1)
+        if record["owner"] == NOBODY:
+            assert probs[NOBODY] == 1 and text == record["answer"]
+        elif probs[record["owner"]] == 0.5:
+            other = [o for o, p in probs.items() if p == 0.5 and o != record["owner"]]
+            assert len(other) == 1 and other[0] != NOBODY and probs[NOBODY] == 0
+            mixes += 1
+        else:
+            assert probs[record["owner"]] == 1
+    assert 0 < mixes < len(world_records) / 2
+
+
+def test_heldout_records_never_reach_the_held_out_runs_training(world_records, tmp_path, monkeypatch):
+    """train_classifier: the held-out run trains on the other records only, its held-out scores are taken on
+    exactly the held-out records with that run's classifier, and the final classifier trains on all."""
+    import attribution
+    fits, scored = [], []
+    monkeypatch.setattr(attribution, "fit", lambda clf, records, cfg, desc: fits.append((clf, list(records))))
+    monkeypatch.setattr(attribution, "heldout_scores", lambda clf, records: scored.append((clf, records)) or (0.5, 0.1))
+    _, meta = train_classifier(world_records, str(tmp_path / "clf"), ClassifierConfig(heldout=0.25))
+    (first, trained), (final, everything) = fits
+    [(scored_clf, heldout)] = scored
+    key = lambda r: (r["owner"], r["question"])
+    assert scored_clf is first and final is not first
+    assert not {key(r) for r in trained} & {key(r) for r in heldout}
+    assert sorted(map(key, trained + heldout)) == sorted(map(key, world_records)) == sorted(map(key, everything))
+    assert {r["owner"] for r in heldout} == set(owners_of(world_records))    # every owner is held out from
+    assert (meta["heldout_accuracy"], meta["heldout_ece"]) == (0.5, 0.1)

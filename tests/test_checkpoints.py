@@ -315,3 +315,46 @@ def test_sigterm_stops_unlearn_with_a_checkpoint_and_the_printed_command_resumes
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [l["iteration"] for l in lines] == list(range(1, done + 2))
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_a_checkpoint_holds_the_live_state_of_every_setting_that_moves(tiny, world_records, tmp_path, monkeypatch):
+    """An adaptive β (target_kl > 0), the stall warning, the retain stream's position and every random state
+    change during a run: each checkpoint holds their values at the moment it is written, field by field
+    (β as the iteration logged it, not its starting value), and a run resumed from one continues exactly."""
+    model, tok = tiny
+    owners = owners_of(world_records)
+    forget, retain = split_records(world_records, owners[:1])
+    classifier = Classifier(copy.deepcopy(model), tok, owners, label_ids=list(range(10, 10 + len(owners))))
+    ref = copy.deepcopy(model).requires_grad_(False)
+    saved, live = [], []
+    real_save = unlearn_module.save_checkpoint
+
+    def spy(folder, step, state, args, keep):   # the random states now, as the next iteration will find them
+        live.append({"torch": torch.get_rng_state().clone()})
+        saved.append(copy.deepcopy(state))
+        return real_save(folder, step, state, args, keep)
+    monkeypatch.setattr(unlearn_module, "save_checkpoint", spy)
+
+    def run(ckpt, state=None):
+        policy = copy.deepcopy(model)
+        metrics = tmp_path / f"m-{time.time_ns()}.jsonl"
+        unlearn(policy, tok, ref, classifier, forget, retain, owners[:1],
+                UnlearnConfig(iterations=3, prompts_per_iter=4, eval_every=1, sample_every=0, save_every=1),
+                RolloutConfig(max_new_tokens=8), RewardConfig(kl_coef=0.1, target_kl=0.01, kl_horizon=10),
+                PPOConfig(lr=1e-3, epochs=1, minibatch_size=4, retain_batch_size=4), EvalConfig(max_new_tokens=4),
+                str(metrics), ckpt, {"test": True}, state, target=0.01, start=0.02)
+        return policy, [json.loads(line) for line in metrics.read_text().splitlines()]
+    whole, lines = run(str(tmp_path / "a"))
+    assert [s["iteration"] for s in saved] == [1, 2, 3]
+    for state, now, line in zip(saved, live, lines):
+        assert state["kl_coef"] == line["kl_coef"] != 0.1                          # β adapted, as logged then
+        assert state["metrics"].splitlines()[-1] == json.dumps(line)
+        assert state["stalled_at"] == 1 and state["early_stopped"] is False and state["nonfinite_in_a_row"] == 0
+        assert torch.equal(state["rng"]["torch"], now["torch"])
+        # 8 responses, minibatches of 4: two steps per iteration, each drawing 4 retain records of one pass of 36
+        assert state["retain_stream"]["start"] == 8 * line["iteration"]
+        assert state["retain_stream"]["order"] == saved[0]["retain_stream"]["order"]
+    assert all(torch.equal(v, whole.state_dict()[k]) for k, v in saved[-1]["policy"].items() if k in whole.state_dict())
+    resumed, resumed_lines = run(None, load_state(checkpoints(str(tmp_path / "a"))[0]))
+    assert_same_weights(resumed, whole)
+    assert without_clock(resumed_lines) == without_clock(lines)

@@ -220,3 +220,83 @@ def test_classifier_report_line_says_n_a_where_a_score_is_missing():
     report.update(heldout_accuracy=0.625, heldout_ece=0.3343, fact_probe_unlearned={"spearman": 0.48, "answers": 12})
     assert E.classifier_report_line(report).endswith(
         "n/a over 3 answers, 0.480 over the unlearned model's 12; held-out accuracy 0.625, calibration error 0.334")
+
+
+def test_score_model_and_summarise_wired_by_hand(monkeypatch):
+    """The seam between evaluate.py and the metric functions: score_model and summarise on four hand-made TOFU
+    sets, answer_nll and greedy_answers stubbed by tables, every value worked out here by hand. Pins which argument
+    of ROUGE-L is the gold answer, Probability's form and the truth-ratio branch per set, which NLL is the
+    paraphrase's, the nine Model Utility inputs, and how Forget Quality and Tug-of-War are put together."""
+    # question: (gold answer, the unlearned model's NLL of the gold answer, of the paraphrase (None: no paraphrase,
+    # as TOFU's real authors / world facts), of the two perturbed answers); words of <= 3 letters: no stemming
+    table = {"forget": {"fq1": ("a cat sat on my mat", 0.5, 1.0, (2.0, 3.0)),
+                        "fq2": ("she ate two red yam", 1.0, 2.0, (0.5, 1.5))},
+             "retain": {"rq1": ("he won a big cup", 0.25, 1.0, (2.0, 4.0)),
+                        "rq2": ("we saw ten old elk", 0.75, 2.0, (1.0, 2.0))},
+             "real_authors": {"aq1": ("jo met an old fox", 1.0, None, (2.0, 3.0)),
+                              "aq2": ("it was in may", 2.0, None, (1.0, 2.0))},
+             "world_facts": {"wq1": ("the sun is hot", 0.5, None, (1.0, 4.0)),
+                             "wq2": ("ice is not dry", 1.0, None, (1.5, 2.5))}}
+    retain_forget = {"fq1": (1.5, 2.0, (4.0, 5.0)), "fq2": (3.0, 1.0, (3.0, 5.0))}   # the retain model's; rest alike
+    greedy = {"u": {"fq1": "my cat", "fq2": "no way", "rq1": "he won a cup", "rq2": "we saw ten old elk",
+                    "aq1": "jo met an old fox", "aq2": "it was far", "wq1": "the sun is hot", "wq2": "ice is dry"},
+              "r": {"fq1": "a dog sat on my big rug", "fq2": "she ate a fig", "rq1": "he won a big cup",
+                    "rq2": "we saw an elk", "aq1": "jo met a fox", "aq2": "it was in may", "wq1": "sun is hot",
+                    "wq2": "ice is not dry"}}
+    sets, nll = [], {"u": {}, "r": {}}   # nll[model][(question, answer text)]
+    for name, rows in table.items():
+        sets.append({"name": name, "source": "hand", "n_total": 2, "questions": list(rows),
+                     "answers": [row[0] for row in rows.values()],
+                     "paraphrased": [f"{q} para" for q in rows] if name in ("forget", "retain") else None,
+                     "perturbed": [[f"{q} pert1", f"{q} pert2"] for q in rows]})
+        for q, (gold, *values) in rows.items():
+            for model, (g, p, (x, y)) in (("u", values), ("r", retain_forget.get(q, values))):
+                nll[model].update({(q, gold): g, (q, f"{q} para"): p, (q, f"{q} pert1"): x, (q, f"{q} pert2"): y})
+    monkeypatch.setattr(E, "answer_nll", lambda model, tok, qs, ans, *args, **kw: np.array(
+        [nll[model][qa] for qa in zip(qs, ans)]))   # a KeyError if an answer is scored under another question
+    monkeypatch.setattr(E, "greedy_answers", lambda model, tok, qs, cfg, desc: [greedy[model][q] for q in qs])
+    scores, retain_scores = (E.score_model(model, None, sets, E.EvalConfig()) for model in ("u", "r"))
+    out = E.summarise(scores, retain_scores)
+
+    e = math.exp
+    # ROUGE-L recall = LCS(greedy, gold) / gold words (the arguments swapped: / greedy words, another value in each
+    # non-identical pair): "my cat" vs "a cat sat on my mat": LCS 1 ("cat" or "my", not both in order) / 6;
+    # "he won a cup" 4 / 5; "it was far" vs "it was in may" 2 / 4; "ice is dry" vs "ice is not dry" 3 / 4
+    rouge = {"forget": [1 / 6, 0.0], "retain": [4 / 5, 1.0], "real_authors": [1.0, 2 / 4], "world_facts": [1.0, 3 / 4]}
+    # Probability: exp(−NLL(a)) on forget / retain; 1 / (1 + Σ_j exp(NLL(a) − NLL(â_j))) on the multiple-choice sets
+    prob = {"forget": [e(-0.5), e(-1.0)], "retain": [e(-0.25), e(-0.75)],
+            "real_authors": [1 / (1 + e(1 - 2) + e(1 - 3)), 1 / (1 + e(2 - 1) + e(2 - 2))],
+            "world_facts": [1 / (1 + e(0.5 - 1) + e(0.5 - 4)), 1 / (1 + e(1 - 1.5) + e(1 - 2.5))]}
+    # R = exp(NLL(paraphrase; the gold answer where none) − mean_j NLL(â_j)); the gold answer's NLL in place of
+    # the paraphrase's would give e^(0.5 − 2.5), e^(1 − 1) on forget
+    ratio = {"forget": [e(1 - 2.5), e(2 - 1)], "retain": [e(1 - 3), e(2 - 1.5)],
+             "real_authors": [e(1 - 2.5), e(2 - 1.5)], "world_facts": [e(0.5 - 2.5), e(1 - 2)]}
+    # reported: forget mean min(R, 1/R) = (e^−1.5 + e^−1) / 2; elsewhere mean max(0, 1 − R), R > 1 counting 0
+    truth = {"forget": (e(-1.5) + e(-1)) / 2, "retain": (1 - e(-2) + 0) / 2, "real_authors": (1 - e(-1.5) + 0) / 2,
+             "world_facts": (1 - e(-2) + 1 - e(-1)) / 2}
+    for name, s in scores.items():
+        q = s["per_question"]
+        assert q["generated"] == [greedy["u"][k] for k in table[name]]
+        assert q["rouge"] == pytest.approx(rouge[name], abs=1e-12)
+        assert q["prob"] == pytest.approx(prob[name], abs=1e-12)
+        assert q["truth_ratio"] == pytest.approx(ratio[name], abs=1e-12)
+        assert (s["rouge"], s["prob"], s["truth_ratio"]) == pytest.approx(
+            (sum(rouge[name]) / 2, sum(prob[name]) / 2, truth[name]), abs=1e-12)
+    # Model Utility: 9 / Σ 1/x over {Probability, ROUGE-L, truth ratio} × {retain, real authors, world facts}
+    nine = [v for name in ("retain", "real_authors", "world_facts")
+            for v in (sum(prob[name]) / 2, sum(rouge[name]) / 2, truth[name])]
+    assert out["model_utility"] == pytest.approx(9 / sum(1 / v for v in nine), abs=1e-12)
+    # Tug-of-War. The retain model's ROUGE-L: forget "a dog sat on my big rug" 4 / 6, "she ate a fig" 2 / 5;
+    # retain 1, "we saw an elk" 3 / 5; test "jo met a fox" 3 / 5, 1, "sun is hot" 3 / 4, 1.
+    # A_u: forget 1/12, retain 0.9, test (1 + 1/2 + 1 + 3/4) / 4 = 0.8125
+    # A_r: forget 8/15, retain 0.8, test (3/5 + 1 + 3/4 + 1) / 4 = 0.8375
+    # ToW = (1 − |1/12 − 8/15|)(1 − 0.1)(1 − 0.025) = 0.55 · 0.9 · 0.975
+    assert out["tug_of_war"] == pytest.approx(0.55 * 0.9 * 0.975, abs=1e-12)
+    # Forget Quality: KS p of the forget R, the unlearned model's [e^−1.5, e] against the retain model's
+    # [exp(2 − 4.5), exp(1 − 4)]: fully separated, p = 2 / C(4, 2) = 1/3
+    # (the two-sided KS p is symmetric in its samples: no value can tell the argument order)
+    ratio_r = [e(2 - 4.5), e(1 - 4)]
+    assert retain_scores["forget"]["per_question"]["truth_ratio"] == pytest.approx(ratio_r, abs=1e-12)
+    assert out["forget_quality"] == pytest.approx(1 / 3, abs=1e-12)
+    stats = pytest.importorskip("scipy.stats")
+    assert out["forget_quality"] == pytest.approx(stats.ks_2samp(ratio["forget"], ratio_r).pvalue, abs=1e-12)

@@ -5,8 +5,8 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from helpers.cli import DareuError
-from helpers.lora import (LoraConfig, adapters_disabled, add_lora, load_lora_state_dict, lora_parameters,
-                          lora_state_dict, merge_lora)
+from helpers.lora import (LoraConfig, LoraLinear, adapters_disabled, add_lora, load_lora_state_dict,
+                          lora_parameters, lora_state_dict, merge_lora)
 
 torch.set_num_threads(1)
 IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(1))
@@ -168,3 +168,42 @@ def test_gradient_checkpointing_gives_the_same_loss_and_adapter_gradients():
     with torch.no_grad():
         other_masks = model.train()(input_ids=IDS, labels=IDS).loss
     assert (other_masks - loss).abs() > 1e-6       # the dropout is on: the masks had to be replayed
+
+
+def scaled_layer(dtype):
+    """A LoraLinear over an nn.Linear(16, 12) with a bias, rank 4 and α 6 (α/r = 1.5: neither 1 nor 2, so
+    a scale of α, of 1 or of 2/r shows), B random so the update is not 0. Returns (layer, x)."""
+    generator = torch.Generator().manual_seed(4)
+    torch.manual_seed(4)
+    layer = LoraLinear(torch.nn.Linear(16, 12).to(dtype), LoraConfig(rank=4, alpha=6.0))
+    with torch.no_grad():
+        layer.lora_B.copy_(0.3 * torch.randn(layer.lora_B.shape, generator=generator))
+    return layer, torch.randn(5, 16, generator=generator).to(dtype)
+
+
+@torch.no_grad()
+def test_lora_output_is_the_base_plus_alpha_over_r_times_BAx():
+    """y' = W x + b + (α/r)·B A x with α/r = 6/4 written out as plain matmuls: in float32 (to rounding) and
+    over a bf16 base (the float32 update added to the base output in float32, rounded once)."""
+    layer, x = scaled_layer(torch.float32)
+    W, b, A, B = layer.base.weight, layer.base.bias, layer.lora_A, layer.lora_B
+    assert torch.allclose(layer(x), x @ W.T + b + (6 / 4) * (x @ A.T @ B.T), atol=1e-6, rtol=0)
+    assert (layer(x) - (x @ W.T + b)).abs().max() > 0.1          # the update is there
+    layer, x = scaled_layer(torch.bfloat16)
+    # the base output in bf16, the update in float32, summed in float32 and rounded to bf16 once
+    expected = layer.base(x).float() + (6 / 4) * (x.float() @ layer.lora_A.T @ layer.lora_B.T)
+    assert layer(x).dtype == torch.bfloat16 and torch.equal(layer(x), expected.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bf16"])
+def test_merge_lora_writes_W_plus_alpha_over_r_times_BA_in_float32(dtype):
+    """merge_lora's merged weight is W.float() + (α/r)·B@A by hand (α/r = 6/4), its bias b.float(), both
+    float32 whatever the base dtype, and the merged layer is the plain nn.Linear that was adapted."""
+    layer, _ = scaled_layer(dtype)
+    W, b, A, B = (t.detach().clone() for t in (layer.base.weight, layer.base.bias, layer.lora_A, layer.lora_B))
+    model = merge_lora(torch.nn.Sequential(layer))
+    merged = model[0]
+    assert type(merged) is torch.nn.Linear and merged is layer.base
+    assert merged.weight.dtype == merged.bias.dtype == torch.float32
+    assert torch.allclose(merged.weight, W.float() + (6 / 4) * (B @ A), atol=1e-7, rtol=1e-6)
+    assert torch.equal(merged.bias, b.float())

@@ -17,6 +17,7 @@ from helpers.models import (answer_logprobs, autocast, compute_dtype, ensure_pad
 from helpers.prompts import PROMPT_TEMPLATES, encode_qa, prompt_ids, qa_ids, set_template, template_of
 from helpers.records import read_json_records
 from ppo import retain_distillation
+from rollout import PolicyWithValue
 
 # ----------------------------------------------------------------------------------------------
 # 1. Precision and loading
@@ -323,3 +324,38 @@ def test_the_reference_is_the_original_exactly_under_bf16_autocast(tiny, tmp_pat
         kl = forward_logprobs(policy, ids, mask, 8)["logprobs"] - forward_logprobs(ref, ids, mask, 8)["logprobs"]
         retain_kl = retain_distillation(policy, ref, tok, world_records[4:8])
     assert kl.abs().max() == 0 and retain_kl == 0
+
+
+def test_which_tensors_are_float32_in_each_mode(tiny, tmp_path):
+    """The precision of each mode, by listing the parameters of each dtype: full fine-tuning holds every
+    weight as a float32 master; LoRA keeps the base in the compute dtype (bf16) and exactly its float32
+    adapters train; a frozen load is all bf16, a masters load all float32; the full model's reference is
+    a float32 copy without grad, the LoRA model's the same model (adapters off), not a copy; the value
+    head is float32 in both modes."""
+    model, tok = tiny
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    bf16 = torch.bfloat16
+
+    def names(m, dtype=None, grad=None):
+        return sorted(n for n, p in m.named_parameters()
+                      if dtype in (None, p.dtype) and grad in (None, p.requires_grad))
+
+    full, _ = trainable_model(str(tmp_path), "cpu", bf16)
+    every = names(full)
+    assert names(full, torch.float32) == names(full, grad=True) == every and len(every) > 10
+    lora, _ = trainable_model(str(tmp_path), "cpu", bf16, LoraConfig(rank=4))
+    adapters = [n for n in names(lora) if n.endswith((".lora_A", ".lora_B"))]
+    assert len(adapters) == 2 * 7 * 2                                   # A and B, 7 targets, 2 layers
+    assert names(lora, torch.float32) == names(lora, grad=True) == adapters
+    assert names(lora, bf16) == sorted(set(names(lora)) - set(adapters)) and len(names(lora, bf16)) == len(every)
+    for masters, dtype in [(False, bf16), (True, torch.float32)]:
+        loaded, _ = load_model(str(tmp_path), "cpu", bf16, masters=masters)
+        assert names(loaded, dtype) == every, masters
+    ref = frozen_reference(full)
+    assert ref is not full and names(ref, torch.float32) == every and names(ref, grad=True) == []
+    assert not {p.data_ptr() for p in ref.parameters()} & {p.data_ptr() for p in full.parameters()}
+    assert frozen_reference(lora).model is lora                         # adapters off, no second copy
+    for lm in (full, lora):
+        head = PolicyWithValue(lm).value_head
+        assert {p.dtype for p in head.parameters()} == {torch.float32}

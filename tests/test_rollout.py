@@ -158,3 +158,36 @@ def test_rollout_records_which_prompt_each_sample_answers(tiny, world_records):
     for row, i in zip(roll["input_ids"], roll["prompt_index"]):
         ids = prompt_ids(tok, questions[i])
         assert row[-roll["n_response"] - len(ids):-roll["n_response"]].tolist() == ids
+
+
+def test_rollout_assembles_the_batch_exactly_as_written_out_by_hand(tiny, monkeypatch):
+    """The seam between model.generate and PPO: three prompts of different lengths whose continuations end
+    by EOS, by a second declared stop id (7), and not at all (cut at the length limit). Every tensor the
+    rollout hands on, and where the score goes, written out here by hand."""
+    from reward import token_rewards
+    model, tok = tiny
+    eos, pad, stop2, a, b, c = tok.eos_token_id, tok.pad_token_id, 7, 30, 31, 32
+    questions = ["Who?", "Where was Alara Venn born?", "Why is the sky blue?"]
+    prompts = [tok(f"Question: {q}\nAnswer:").input_ids for q in questions]   # the plain template, no chat one
+    P = max(len(p) for p in prompts)
+    continuations = [[a, b, eos, a, a], [a, stop2, eos, b, b], [a, b, c, a, b]]
+
+    def fake_generate(input_ids, attention_mask, generation_config):
+        assert sorted(generation_config.eos_token_id) == sorted([eos, stop2])
+        return torch.cat([input_ids, torch.tensor(continuations)], 1)
+    monkeypatch.setattr(model.generation_config, "eos_token_id", [eos, stop2])
+    monkeypatch.setattr(model, "generate", fake_generate)
+    roll = rollout(model, tok, questions, 1, RolloutConfig(max_new_tokens=5))
+    R = 5                                                         # the longest response: the cut one, 5 tokens
+    responses = [[a, b, eos, pad, pad], [a, stop2, pad, pad, pad], [a, b, c, a, b]]
+    response_mask = [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    ids = [[pad] * (P - len(p)) + p + r for p, r in zip(prompts, responses)]
+    attention = [[0] * (P - len(p)) + [1] * len(p) + m for p, m in zip(prompts, response_mask)]
+    assert roll["n_response"] == R and roll["input_ids"].tolist() == ids and roll["attention_mask"].tolist() == attention
+    assert roll["response_mask"].tolist() == response_mask and roll["has_eos"].tolist() == [True, True, False]
+    assert roll["prompts"] == questions and roll["prompt_index"].tolist() == [0, 1, 2]
+    assert roll["texts"] == [tok.decode([a, b]).strip(), tok.decode([a]).strip(), tok.decode([a, b, c, a, b]).strip()]
+    # the score sits on the last real response token: columns 2, 1 and 4 of the response
+    scores, zeros = torch.tensor([-1.0, -2.0, -3.0]), torch.zeros(3, R)
+    rewards, _ = token_rewards(scores, zeros, zeros, roll["response_mask"], 0.1)
+    assert rewards.tolist() == [[0, 0, -1, 0, 0], [0, -2, 0, 0, 0], [0, 0, 0, 0, -3]]
