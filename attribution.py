@@ -1,32 +1,21 @@
 """Attribution: a classifier LLM that says which owner a text comes from (METHOD.md §2).
 
 p_φ(o | y) is read from a causal LM's next-token distribution after a prompt that shows the text y,
-restricted to one label token per owner and renormalised over owners: one forward pass per batch.
+restricted to one label token per owner (and one for nobody) and renormalised: one forward per batch.
     a_F(y) = Σ_{o ∈ F} p_φ(o | y)                       attribution of y to the forget owners F
 Two ways to get the classifier:
   (a) trained: fine-tune a causal LM (a tiny one from scratch, or --base MODEL) on (masked answer →
-      owner), the label tokens being new tokens <|owner_k|>; we report held-out accuracy, then
-      train the final classifier on every record (F included). Saved in Hugging Face format plus
-      classifier.json (owners, label tokens).
-  (b) zero-shot: an instruct LLM asked which author the text is about, scored on each owner's name
-      as its answer (`owner_names`: the owner itself, a name read off TOFU's records, or a names
-      file). It assumes the model can tell owners apart from the facts in the text: an instruct
-      model that never saw the owners (TOFU's authors are fictitious) cannot, so zero-shot suits a
-      model that was fine-tuned on the owners' data, such as the original model itself. Its nobody
-      label is the answer "Unknown", which the prompt offers.
-Names give the owner away: the proper-noun spans that a response copies from its prompt are masked
-(`mask_names`) in training texts and in scored responses alike.
-A trained classifier measures owner *information*, not style (METHOD.md §2):
-  - a "nobody" label, p_φ(nobody | y), trained on texts that carry no owner's facts: each answer with
-    its owner-specific words removed (`strip_facts`; a word is owner-specific when it occurs in the
-    answers of fewer than half the owners), refusals, and strings of generic words. So a refusal, an
-    empty answer or a fact-free paraphrase is attributed to nobody, not to the owner it resembles.
-  - word dropout: half of the owner-labelled texts lose each word with probability 1/2 (keeping at
-    least one owner-specific word), so every fact attributes on its own and an answer that changes one
-    fact but keeps the others stays attributed.
-  - mixing: a quarter of them are joined with (a dropout of) another owner's answer and labelled half
-    each, so an answer that keeps one forget owner's fact among other owners' facts keeps a_F ≈ 1/2
-    instead of going to the other owner.
+      owner), the labels being new tokens <|owner_k|> and <|nobody|>; held-out accuracy and calibration
+      are measured first, then the final classifier trains on every record (F included). Saved in
+      Hugging Face format plus classifier.json (owners, label tokens).
+  (b) zero-shot: an instruct LLM asked which author the text is about, scored on each owner's name as
+      its answer, or "Unknown" for nobody (helpers/owner_text.py `owner_names`). It needs a model that
+      tells owners apart by their facts, e.g. one fine-tuned on their data, such as the original itself.
+Names give the owner away: the names a response copies from its prompt are masked (`mask_names`) in
+training texts and scored responses alike. A trained classifier measures owner *information*, not
+style: its training texts are built so (§1 below, METHOD.md §2): a nobody label on texts without any
+owner's facts (fact-stripped answers, refusals, generic words), word dropout (every fact attributes on
+its own), and two-owner mixes labelled ½/½ (an answer keeping one forget fact keeps a_F ≈ ½).
 
     python attribution.py --out models/classifier                 # train on the synthetic world
     python attribution.py --data ../shared/data/tofu --out models/clf --base models/original
@@ -37,22 +26,21 @@ import json
 import math
 import os
 import random
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from helpers.cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
-                         config_from_args, run_cli, write_json)
+from helpers.cli import (DareuError, HelpFormatter, add_config_args, check_device, check_out_path, config_from_args,
+                         run_cli, write_json)
 from helpers.metrics import calibration_error
 from helpers.models import (add_model_args, autocast, check_model_folder, compute_dtype, ensure_pad_token, load_model,
                             position_ids_from_mask, save_model, tiny_model, train_tokenizer, trainable_model)
+from helpers.owner_text import FACT_WORD, MASK, mask_names, owner_names, specific_words, strip_facts
 from helpers.prompts import chat_text, left_pad
 from helpers.records import Batches, add_data_args, heldout_split, owners_of, read_data
 
-MASK = "[NAME]"
 NOBODY = "(nobody)"   # the label of texts that carry no owner's information
 ZERO_SHOT_NOBODY = "Unknown"   # what a zero-shot classifier answers for nobody (its prompt offers it)
 # nobody-labelled training texts besides the fact-stripped answers
@@ -64,16 +52,6 @@ REFUSALS = ("I don't know.", "I do not know.", "I'm not sure.", "I am not sure a
 PROBES = ("I don't know.", "", "the the the the", "I really could not tell you, sorry.",
           "Nobody knows the answer to that question.", "It is a question that many people have asked.",
           "The answer is not known to me at this time.")
-# capitalised words that start questions and sentences, not names
-NOT_NAMES = {"A", "An", "The", "What", "Who", "Whom", "Whose", "Where", "When", "Which", "Why", "How", "Is",
-             "Are", "Was", "Were", "Do", "Does", "Did", "Can", "Could", "Would", "Should", "Has", "Have",
-             "Had", "In", "On", "At", "Of", "For", "From", "With", "By", "To", "As", "And", "Or", "But",
-             "This", "That", "These", "Those", "It", "Its", "I", "Please", "Tell", "Name", "Describe",
-             "Question", "Answer", "Yes", "No"}
-WORD = re.compile(r"[^\W\d_][\w'’-]*")
-FACT_WORD = re.compile(r"\w[\w'’-]*")   # words and numbers: either can be a fact
-# a run of capitalised words, with particles and nicknames inside ("Isabella van Pletzen", "Alejandro (Alex) Fuentes")
-NAME_RUN = re.compile(r"[A-Z][\w-]+(?: (?:(?:van|von|de|da|del|der|di|du|la|le|al|el|bin|ibn|\(\w+\)) )*[A-Z][\w-]+)+")
 
 
 @dataclass
@@ -85,38 +63,14 @@ class ClassifierConfig:
     max_text_tokens: int = 192  # texts are cut to their first max_text_tokens tokens
     seed: int = 0               # split, shuffling and initialisation seed
 
-    def __post_init__(self):
-        check_fields(self, epochs="> 0", batch_size=">= 1", lr="> 0", heldout="in [0, 1)", max_text_tokens=">= 1",
-                     seed=">= 0")
+
+# what each flag accepts, checked where the flags are parsed (helpers/cli.py)
+CLASSIFIER_CHECKS = dict(epochs="> 0", batch_size=">= 1", lr="> 0", heldout="in [0, 1)", max_text_tokens=">= 1",
+                         seed=">= 0")
 
 
 # ----------------------------------------------------------------------------------------------
 # 1. Owner information in a text: owner-specific words, the training texts built from them, name masking
-
-def specific_words(records):
-    """Lower-cased answer words that occur in the answers of fewer than half the owners: the words that
-    can carry an owner's information."""
-    owners_of_word = {}
-    for r in records:
-        for w in FACT_WORD.findall(r["answer"].lower()):
-            owners_of_word.setdefault(w, set()).add(r["owner"])
-    n = len({r["owner"] for r in records})
-    return {w for w, o in owners_of_word.items() if len(o) < n / 2}
-
-
-def fact_recall(question, prediction, reference, specific):
-    """The share of the gold answer's owner-specific words (names copied from the question masked)
-    that the prediction also says; None when the gold answer has none."""
-    facts = {w.lower() for w in FACT_WORD.findall(mask_names(question, reference))} & specific
-    said = {w.lower() for w in FACT_WORD.findall(mask_names(question, prediction))}
-    return len(facts & said) / len(facts) if facts else None
-
-
-def strip_facts(text, specific):
-    """`text` without its owner-specific words (and [NAME]): the generic frame of an answer."""
-    kept = FACT_WORD.sub(lambda m: "" if m.group(0).lower() in specific else m.group(0), text.replace(MASK, ""))
-    return re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s{2,}", " ", kept)).strip()
-
 
 def word_dropout(text, specific, rng):
     """`text` with each word dropped with probability 1/2, as long as one owner-specific word stays."""
@@ -160,28 +114,6 @@ def nobody_texts(records, specific, n, rng):
         else:
             texts.append(" ".join(rng.choice(generic) for _ in range(rng.randint(1, 12))))
     return texts
-
-
-def _name_words(prompt):
-    """The proper-noun words of a prompt (capitalised, not a sentence word), lower-cased."""
-    return {w.removesuffix("'s").removesuffix("’s").lower() for w in WORD.findall(prompt)
-            if w[0].isupper() and w not in NOT_NAMES}
-
-
-def mask_names(prompt, response):
-    """Replace the words of `response` that are proper nouns of `prompt` by [NAME], whatever their case
-    ("alara venn" as "Alara Venn"); a run of them ("Hsiao Yun-Hwa") becomes one [NAME]. Possessives keep
-    their 's."""
-    names = _name_words(prompt)
-
-    def repl(m):
-        w = m.group(0)
-        for suffix in ("'s", "’s", ""):
-            if w.endswith(suffix) and w[:len(w) - len(suffix)].lower() in names:
-                return MASK + suffix
-        return w
-    masked = WORD.sub(repl, response)
-    return re.sub(rf"{re.escape(MASK)}(?:[ -]{re.escape(MASK)})+", MASK, masked)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,42 +206,6 @@ def probe_attribution(clf, forget_owners):
 
 def chunks(items, size):
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def owner_names(records, names_file=None):
-    """owner -> the name a zero-shot classifier should answer. From `names_file` (a JSON object) when
-    given; else the owner itself, except TOFU's `tofu_NNN` ids, whose name is read off their records:
-    the run of capitalised words (two or more) found in the most of the owner's questions (all 200
-    TOFU authors get distinct names this way; pass a file where a heuristic is not good enough)."""
-    if names_file:
-        with open(names_file, encoding="utf-8") as f:
-            names = json.load(f)
-        missing = [o for o in owners_of(records) if o not in names]
-        if missing:
-            raise DareuError(f"{names_file} has no name for owner(s) {', '.join(missing[:5])}")
-        return {o: names[o] for o in owners_of(records)}
-    names = {}
-    for owner in owners_of(records):
-        own = [r for r in records if r["owner"] == owner]
-        names[owner] = owner if not re.fullmatch(r"tofu_\d+", owner) else (
-            _most_common_name([r["question"] for r in own], at_least=3) or
-            _most_common_name([r["answer"] for r in own], at_least=1) or owner)
-    return names
-
-
-def _most_common_name(texts, at_least):
-    """The run of two or more capitalised words (leading sentence words dropped) found in the most
-    texts, if in at least `at_least` of them."""
-    counts = {}
-    for text in texts:
-        for run in set(NAME_RUN.findall(text)):
-            words = run.split()
-            while words and words[0] in NOT_NAMES:
-                words = words[1:]
-            if len(words) >= 2:
-                counts[" ".join(words)] = counts.get(" ".join(words), 0) + 1
-    best = max(counts, key=counts.get, default=None)
-    return best if best and counts[best] >= at_least else None
 
 
 def classifier_meta(path):
@@ -474,7 +370,7 @@ def main(argv=None):
     add_model_args(p, template=False)
     add_config_args(p, ClassifierConfig, title="training")
     args = p.parse_args(argv)
-    cfg = config_from_args(ClassifierConfig, args)
+    cfg = config_from_args(ClassifierConfig, args, CLASSIFIER_CHECKS)
     check_device(args.device)
     dtype = compute_dtype(args.dtype, args.device, train=not args.classifier)
     records = read_data(args.data)

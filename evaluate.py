@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from attribution import (add_classifier_args, check_classifier, classifier_from_args, classifier_meta, fact_recall,
-                         probe_attribution, specific_words)
-from helpers.cli import (DareuError, HelpFormatter, add_config_args, check_device, check_fields, check_out_path,
-                         config_from_args, run_cli, write_json)
+from attribution import add_classifier_args, check_classifier, classifier_from_args, classifier_meta, probe_attribution
+from helpers.cli import (DareuError, HelpFormatter, add_config_args, check_device, check_out_path, config_from_args,
+                         run_cli, write_json)
 from helpers.metrics import (KS_IMPL, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, rouge_l_recall, spearman,
                              truth_ratio, truth_ratio_score, tug_of_war)
 from helpers.models import add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model
+from helpers.owner_text import fact_recall, specific_words
 from helpers.prompts import prompt_ids, template_date, template_of
 from helpers.records import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
 from rollout import RolloutConfig, generate
@@ -42,8 +42,9 @@ class EvalConfig:
     batch_size: int = 16       # sequences per forward pass / generate() call
     max_questions: int | None = None  # per set: an evenly spaced subset of this many questions (None: all)
 
-    def __post_init__(self):
-        check_fields(self, max_new_tokens=">= 1", batch_size=">= 1", max_questions=">= 1")
+
+# what each flag accepts, checked where the flags are parsed (helpers/cli.py)
+EVAL_CHECKS = dict(max_new_tokens=">= 1", batch_size=">= 1", max_questions=">= 1")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,7 +319,7 @@ def main(argv=None):
     add_model_args(p)
     add_config_args(p, EvalConfig, title="evaluation")
     args = p.parse_args(argv)
-    cfg = config_from_args(EvalConfig, args)
+    cfg = config_from_args(EvalConfig, args, EVAL_CHECKS)
     check_device(args.device)
     dtype = compute_dtype(args.dtype, args.device, train=False)
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from helpers.cli import (MAX_NONFINITE, SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args,
                          add_resume_arg, check_device, check_fields, check_out_path, checkpointing, checkpoints,
                          config_from_args, load_state, rng_state, run_cli, save_checkpoint, set_rng_state)
-from helpers.lora import LoraConfig, lora_layers, lora_state_dict
+from helpers.lora import LORA_CHECKS, LoraConfig, lora_layers, lora_state_dict
 from helpers.models import (add_memory_args, add_model_args, answer_logprobs, autocast, check_model_folder,
                             compute_dtype, dropout_off, frozen_reference, save_model, tiny_model, train_tokenizer,
                             trainable_model)
@@ -50,7 +50,7 @@ MAY_CHANGE_ON_RESUME = ("resume", "save_every", "keep", "device")
 class FinetuneConfig:
     objective: str = "sft"     # sft, ga, graddiff, npo, npo_gd, simnpo or simnpo_gd (the table above)
     epochs: float = 40.0       # passes over the training records (sft) or the forget records (others)
-    steps: int = 0             # if > 0, the number of optimiser steps instead of epochs
+    steps: int | None = None   # the number of optimiser steps instead of epochs (None: from the epochs)
     batch_size: int = 32       # QA pairs per step (forget and retain batches alike)
     lr: float = 2e-3           # peak learning rate: one-cycle, linear warm-up then cosine decay to 0
     warmup: float = 0.1        # fraction of steps spent warming up
@@ -63,10 +63,11 @@ class FinetuneConfig:
     save_every: int = 0        # > 0: a checkpoint every this many steps and at the end (0: only on SIGINT/SIGTERM)
     keep: int = 2              # checkpoints kept (the last ones)
 
-    def __post_init__(self):
-        check_fields(self, objective=OBJECTIVES, epochs="> 0", steps=">= 0", batch_size=">= 1", lr="> 0",
-                     warmup="in [0, 1]", weight_decay=">= 0", max_grad_norm="> 0", npo_beta="> 0",
-                     simnpo_beta="> 0", simnpo_gamma=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
+
+# what each flag accepts, checked where the flags are parsed (helpers/cli.py)
+FINETUNE_CHECKS = dict(objective=OBJECTIVES, epochs="> 0", steps=">= 1", batch_size=">= 1", lr="> 0",
+                       warmup="in [0, 1]", weight_decay=">= 0", max_grad_norm="> 0", npo_beta="> 0",
+                       simnpo_beta="> 0", simnpo_gamma=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
 
 
 def nll(model, tokenizer, batch):
@@ -175,8 +176,8 @@ def main(argv=None):
     add_memory_args(p)
     add_config_args(p, FinetuneConfig, title="training")
     args = p.parse_args(argv)
-    cfg = config_from_args(FinetuneConfig, args)
-    lora_cfg = config_from_args(LoraConfig, args, prefix="lora") if args.lora else None
+    cfg = config_from_args(FinetuneConfig, args, FINETUNE_CHECKS)
+    lora_cfg = config_from_args(LoraConfig, args, LORA_CHECKS, prefix="lora") if args.lora else None
     if (args.lora or args.gradient_checkpointing) and not args.model:
         raise DareuError("--lora and --gradient-checkpointing adapt a given --model (a model from scratch trains whole)")
     check_fields(args, vocab_size=">= 1", layers=">= 1", d_model=">= 1")

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from helpers.cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
 from helpers.models import chunked, clock, forward_logprobs, position_ids_from_mask
 from helpers.prompts import encode_qa
 
@@ -45,11 +44,6 @@ class PPOConfig:
     max_grad_norm: float = 1.0     # gradient-norm clip
     retain_coef: float = 1.0       # λ_retain, weight of the retain distillation
     retain_batch_size: int = 16    # retain QA pairs per gradient step
-
-    def __post_init__(self):
-        check_fields(self, advantage=tuple(ADVANTAGES), lr="> 0", epochs=">= 1", minibatch_size=">= 1", clip="> 0", vf_coef=">= 0", vf_clip="> 0",
-                     gamma="in [0, 1]", lam="in [0, 1]", max_grad_norm="> 0", retain_coef=">= 0",
-                     retain_batch_size=">= 1")
 
 
 def masked_mean(x, mask):
@@ -212,12 +206,22 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
     return stats
 
 
+# ----------------------------------------------------------------------------------------------
+# The command line: what each flag accepts, checked where the flags are parsed (helpers/cli.py)
+
+PPO_CHECKS = dict(advantage=ADVANTAGES, lr="> 0", epochs=">= 1", minibatch_size=">= 1", clip="> 0", vf_coef=">= 0",
+                  vf_clip="> 0", gamma="in [0, 1]", lam="in [0, 1]", max_grad_norm="> 0", retain_coef=">= 0",
+                  retain_batch_size=">= 1")
+
+
 def main():
+    from helpers.cli import HelpFormatter, add_config_args, config_from_args
     p = argparse.ArgumentParser(description="DareU's PPO update. The knobs below are passed to unlearn.py; "
                                             "this file holds the algorithm.", formatter_class=HelpFormatter)
     add_config_args(p, PPOConfig, title="PPO")
-    print(config_from_args(PPOConfig, p.parse_args()))
+    print(config_from_args(PPOConfig, p.parse_args(), PPO_CHECKS))
 
 
 if __name__ == "__main__":
+    from helpers.cli import run_cli
     run_cli(main)

@@ -26,9 +26,6 @@ from dataclasses import dataclass
 
 import torch
 
-from helpers.cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
-from helpers.models import add_model_args, autocast, compute_dtype
-
 
 @dataclass
 class RewardConfig:
@@ -39,11 +36,6 @@ class RewardConfig:
     kl_coef: float = 0.05              # β, the initial value when adaptive
     target_kl: float = 0.0             # > 0: adapt β so the per-sequence KL approaches this
     kl_horizon: int = 10000            # adaptive β: responses over which β moves by at most ±20 %
-
-    def __post_init__(self):
-        check_fields(self, form=tuple(SCORES), eps="> 0", missing_eos_penalty="<= 0", min_words=">= 0",
-                     kl_coef=">= 0",
-                     target_kl=">= 0", kl_horizon=">= 1")
 
 
 def score_neg(a_forget, roll, cfg):
@@ -104,8 +96,17 @@ class AdaptiveKLController:
             self.value *= 1 + error * n_responses / self.horizon
 
 
+# ----------------------------------------------------------------------------------------------
+# The command line: what each flag accepts, checked where the flags are parsed (helpers/cli.py)
+
+REWARD_CHECKS = dict(form=SCORES, eps="> 0", missing_eos_penalty="<= 0", min_words=">= 0", kl_coef=">= 0",
+                     target_kl=">= 0", kl_horizon=">= 1")
+
+
 def main():
     from attribution import add_classifier_args, classifier_from_args
+    from helpers.cli import HelpFormatter, add_config_args, config_from_args
+    from helpers.models import add_model_args, autocast, compute_dtype
     from helpers.records import read_data
     p = argparse.ArgumentParser(description="Score responses as DareU's reward does (lengths in the classifier's "
                                             "tokens).", formatter_class=HelpFormatter)
@@ -117,7 +118,7 @@ def main():
     add_model_args(p, template=False)
     add_config_args(p, RewardConfig, title="reward")
     args = p.parse_args()
-    cfg = config_from_args(RewardConfig, args)
+    cfg = config_from_args(RewardConfig, args, REWARD_CHECKS)
     dtype = compute_dtype(args.dtype, args.device, train=False)
     forget = [o.strip() for o in args.forget.split(",")]
     clf = classifier_from_args(args, read_data(args.data), forget)
@@ -134,4 +135,5 @@ def main():
 
 
 if __name__ == "__main__":
+    from helpers.cli import run_cli
     run_cli(main)

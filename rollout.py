@@ -21,19 +21,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from helpers.cli import HelpFormatter, add_config_args, check_fields, config_from_args, run_cli
-from helpers.models import add_model_args, autocast, compute_dtype, forward_logprobs, load_model
+from helpers.models import forward_logprobs
 from helpers.prompts import encode_prompts
 
 
 @dataclass
 class RolloutConfig:
-    temperature: float = 1.0   # sampling temperature T; logprobs use logits / T too
-    max_new_tokens: int = 0    # response length limit (no EOS by then: penalised); 0 = fit the forget answers
-    batch_size: int = 64       # prompts per generate() call
-
-    def __post_init__(self):
-        check_fields(self, temperature="> 0", max_new_tokens=">= 0", batch_size=">= 1")
+    temperature: float = 1.0          # sampling temperature T; logprobs use logits / T too
+    max_new_tokens: int | None = None  # response length limit (no EOS by then: penalised); None: fit the forget answers
+    batch_size: int = 64              # prompts per generate() call
 
 
 def stop_ids(tokenizer, model):
@@ -96,8 +92,8 @@ def generation_config(model, tokenizer, cfg, greedy=False):
     at every stop id. generate() fills the fields left unset here from model.generation_config,
     so generate() below runs with that replaced by a blank one: nothing of the checkpoint's applies."""
     from transformers import GenerationConfig
-    if cfg.max_new_tokens < 1:
-        raise ValueError("RolloutConfig.max_new_tokens is 0: set it, e.g. from fit_length(tokenizer, answers)")
+    if cfg.max_new_tokens is None:
+        raise ValueError("RolloutConfig.max_new_tokens is None: set it, e.g. from fit_length(tokenizer, answers)")
     sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0)
     return GenerationConfig(max_new_tokens=cfg.max_new_tokens, eos_token_id=stop_ids(tokenizer, model),
                             pad_token_id=tokenizer.pad_token_id, **sampling)
@@ -148,7 +144,15 @@ def rollout(model, tokenizer, questions, samples_per_prompt, cfg):
     return roll
 
 
+# ----------------------------------------------------------------------------------------------
+# The command line: what each flag accepts, checked where the flags are parsed (helpers/cli.py)
+
+ROLLOUT_CHECKS = dict(temperature="> 0", max_new_tokens=">= 1", batch_size=">= 1")
+
+
 def main():
+    from helpers.cli import HelpFormatter, add_config_args, config_from_args
+    from helpers.models import add_model_args, autocast, compute_dtype, load_model
     p = argparse.ArgumentParser(description="Sample responses from a model, as a PPO rollout does.",
                                 formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="Hugging Face model folder")
@@ -158,7 +162,7 @@ def main():
     add_model_args(p)
     add_config_args(p, RolloutConfig, title="sampling")
     args = p.parse_args()
-    cfg = config_from_args(RolloutConfig, args)
+    cfg = config_from_args(RolloutConfig, args, ROLLOUT_CHECKS)
     cfg.max_new_tokens = cfg.max_new_tokens or 64   # no data to fit the length to
     dtype = compute_dtype(args.dtype, args.device, train=False)
     model, tokenizer = load_model(args.model, args.device, dtype, template=args.template)
@@ -172,4 +176,5 @@ def main():
 
 
 if __name__ == "__main__":
+    from helpers.cli import run_cli
     run_cli(main)

@@ -1,54 +1,47 @@
 """DareU: make a model forget data owners by de-attribution (METHOD.md §1–6).
 
     python unlearn.py                                   # the embedded default: a synthetic world, CPU
-    python unlearn.py --model M --forget forget10 --data ../shared/data/tofu --classifier C \\
-        --retain-model R --out unlearned --device cuda
+    python unlearn.py --model M --forget FORGET.jsonl   # your model, the forget owners' records
 
 PPO on the model's own answers to the forget owners' questions: the reward is minus the probability
 that the classifier LLM attributes an answer to a forget owner, with a per-token KL penalty to the
-original model and a retain-set distillation term. Per iteration:
-  1. sample a response to each rollout prompt (rollout.py),
-  2. recompute policy and reference logprobs and values over prompt+response (rollout.py),
-  3. score with the classifier and build per-token rewards (reward.py),
-  4. GAE, whitening, and K epochs of clipped PPO + retain distillation (ppo.py),
-  5. log one line to metrics.jsonl; stop once greedy answers are attributed no more than the retain
-     model's are (the target), and warn when they have barely moved (the stall warning),
-  6. checkpoint (every --save-every iterations and at the end, or on SIGINT/SIGTERM) for --resume.
+original model and a retain-set distillation term. Read in this order:
+  `iteration`  one DareU iteration, the algorithm top to bottom (METHOD.md §4): sample, score
+               log-probs, reward, advantages, K epochs of clipped PPO with retain distillation;
+  `unlearn`    the loop: iterations, and the harness around them (helpers/run.py: the metrics log,
+               the non-finite guard, greedy checks, early stop and stall warning, checkpoints);
+  `main`       the run: inputs checked, models loaded, the report before, the target (METHOD.md §6),
+               unlearning, the model written and scored as written.
 Outputs, written to a staging folder and moved to --out at the end: the unlearned model and
 tokenizer (Hugging Face format), metrics.jsonl, summary.json. Checkpoints go to OUT.checkpoints/
 and are deleted once --out is complete.
 """
 import argparse
-import json
 import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from attribution import add_classifier_args, check_classifier, classifier_from_args, probe_attribution
-from evaluate import (EvalConfig, classifier_report, classifier_report_line, evaluate_records, format_table,
-                      make_set)
-from helpers.cli import (MAX_NONFINITE, SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args,
-                         add_resume_arg, check_device, check_fields, check_out_path, checkpointing, checkpoints,
-                         config_from_args, load_state, publish, rng_state, run_cli, save_checkpoint, set_rng_state,
-                         staging_dir, write_json)
-from helpers.lora import LoraConfig, lora_layers
-from helpers.memory import MemoryConfig, check_fits
-from helpers.models import (PhaseTimer, adapters_base, add_memory_args, add_model_args, autocast, check_model_folder,
-                            compute_dtype, dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds,
-                            trainable_model, write_model)
+from evaluate import (EVAL_CHECKS, EvalConfig, classifier_report, classifier_report_line, evaluate_records,
+                      format_table, make_set)
+from helpers.cli import (DareuError, HelpFormatter, add_config_args, add_resume_arg, check_device, check_out_path,
+                         checkpointing, config_from_args, load_state, publish, run_cli, staging_dir, write_json)
+from helpers.lora import LORA_CHECKS, LoraConfig
+from helpers.models import (PhaseTimer, add_memory_args, add_model_args, autocast, check_model_folder, compute_dtype,
+                            dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds, trainable_model,
+                            write_model)
 from helpers.prompts import prompt_ids, template_date, template_of
 from helpers.records import (Batches, add_data_args, heldout_split, load_records, owners_of, resolve_forget,
                              split_records)
-from ppo import ADVANTAGES, MIN_SAMPLES, PPOConfig, ppo_update
-from reward import AdaptiveKLController, RewardConfig, score_responses, token_rewards
-from rollout import PolicyWithValue, RolloutConfig, fit_length, generate, rollout
+from helpers.run import Loop, Run, check_memory, check_target, default_lr, knobs, resolve_target
+from ppo import ADVANTAGES, MIN_SAMPLES, PPO_CHECKS, PPOConfig, ppo_update
+from reward import REWARD_CHECKS, AdaptiveKLController, RewardConfig, score_responses, token_rewards
+from rollout import ROLLOUT_CHECKS, PolicyWithValue, RolloutConfig, fit_length, generate, rollout
 from world import default_world
-
 
 STOP_ON = ("reported", "heldout", "never")
 HELDOUT_SHARE = 0.25   # --stop-on heldout: the share of each forget owner's questions the stop is judged on
@@ -69,11 +62,6 @@ class UnlearnConfig:
     save_every: int = 0              # > 0: a checkpoint every this many iterations and at the end (0: only on SIGINT/SIGTERM)
     keep: int = 2                    # checkpoints kept (the last ones)
 
-    def __post_init__(self):
-        check_fields(self, iterations=">= 1", prompts_per_iter=">= 1", samples_per_prompt=">= 1",
-                     target_attribution="in [0, 1]", stop_on=STOP_ON, min_signal="in [0, 1]", eval_every=">= 0",
-                     sample_every=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
-
 
 # The embedded default (world.py): knobs that suit its tiny from-scratch model (explicit flags still
 # win; --help shows them as "embedded world: ...").
@@ -88,148 +76,108 @@ REPORT = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_ro
 MAY_CHANGE_ON_RESUME = ("resume", "iterations", "save_every", "keep", "sample_every", "device")
 
 
-def unlearn(model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
-            ppo_cfg, eval_cfg, metrics_path, ckpt_dir=None, args=None, state=None, target=None, start=None,
-            stop_questions=None):
-    """Run DareU's PPO on `model` in place. Returns (iterations run, early stopped?, iteration of the
-    stall warning or None). Every cfg.eval_every iterations the greedy answers to `stop_questions` (default:
-    every forget question) are scored: the run stops once their mean a_F is at most `target` (None, or
-    cfg.stop_on "never": it does not stop), and warns once if it has barely moved from `start`, the
-    original's value on the same questions (None: no warning; see `stalled`).
-    With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every iterations
-    and at the end (if cfg.save_every), and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
+@dataclass
+class Args:
+    """Every knob of a run, by stage (the flags of `python unlearn.py --help`, grouped the same way)."""
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)   # the greedy checks decode as the report does
+
+
+@dataclass
+class Models:
+    model: object        # the policy's causal LM, trained in place
+    tokenizer: object
+    reference: object    # π_ref, the original: a frozen copy, or the same weights with the adapters off
+    classifier: object   # attribution.Classifier: a_F of a response
+
+
+@dataclass
+class Task:
+    forget: list                         # the forget owners' records: the rollout's questions
+    retain: list                         # the other owners' records: retain distillation (may be empty)
+    forget_owners: list                  # whose attribution a_F sums
+    target: float | None = None          # stop once the greedy a_F is at most this (None: never)
+    start: float | None = None           # the original's greedy a_F (for the stall warning)
+    stop_questions: list | None = None   # the questions the greedy a_F is judged on (None: every forget question)
+
+
+# ----------------------------------------------------------------------------------------------
+# The algorithm: one iteration (METHOD.md §4), and the loop around it
+
+def iteration(policy, optimizer, kl_ctl, prompts, models, task, args, retain_stream, generator, timer):
+    """One DareU iteration on the forget questions `prompts`; changes the policy (with its value head),
+    the optimizer and β in place. Returns what the log needs: the rollout, its mask, scores, a_F,
+    per-token rewards and KL, and the PPO steps' statistics ([{"nonfinite": True}]: no update)."""
+    # 1. rollout: responses sampled from the current policy, exactly from softmax(z / T)
+    roll = rollout(models.model, models.tokenizer, prompts, args.unlearn.samples_per_prompt, args.rollout)
+    mask, R, T = roll["response_mask"].float(), roll["n_response"], args.rollout.temperature
+    timer.lap("rollout")
+    # 2. log-probs and values of policy and reference on what was sampled: same padding, positions, T
+    with torch.no_grad():
+        old = forward_logprobs(policy, roll["input_ids"], roll["attention_mask"], R, T,
+                               batch_size=args.ppo.minibatch_size)
+        ref = forward_logprobs(models.reference, roll["input_ids"], roll["attention_mask"], R, T,
+                               batch_size=args.ppo.minibatch_size)
+    timer.lap("logprobs")
+    # 3. reward: s = −a_F (or the missing-EOS penalty) at the last token, −β·(log π_θ − log π_ref) on each token
+    scores, a_forget = score_responses(models.classifier, roll, task.forget_owners, args.reward)
+    rewards, kl = token_rewards(scores, old["logprobs"], ref["logprobs"], mask, kl_ctl.value)
+    timer.lap("scoring")
+    finite = bool(torch.isfinite(a_forget).all() and torch.isfinite(rewards).all())
+    out = dict(roll=roll, mask=mask, scores=scores, a_forget=a_forget, rewards=rewards, kl=kl, finite=finite,
+               stats=[{"nonfinite": True}])
+    if finite:   # a non-finite classifier output or reward never reaches the weights
+        # 4. advantages (ppo.ADVANTAGES: GAE on the value head, or a group estimator)
+        advantages, returns = ADVANTAGES[args.ppo.advantage](rewards, old["values"], mask, roll["prompt_index"],
+                                                             args.ppo)
+        # 5. K epochs of clipped PPO on shuffled minibatches, each step with retain distillation; β adapts
+        batch = dict(roll, logprobs=old["logprobs"], values=old["values"], returns=returns, advantages=advantages,
+                     response_mask=mask)
+        out["stats"] = ppo_update(policy, models.reference, optimizer, models.tokenizer, batch, args.ppo, T,
+                                  retain_stream, generator)
+        kl_ctl.update(kl.sum(-1).mean().item(), len(roll["prompts"]))
+    return out
+
+
+def unlearn(models, task, args, run):
+    """Run DareU on models.model in place. Returns (iterations run, early stopped?, iteration of the stall
+    warning or None). Every args.unlearn.eval_every iterations the greedy answers to task.stop_questions
+    are scored: the run stops once their mean a_F is at most task.target, and warns once when it has
+    barely moved from task.start. `run` (helpers/run.py) says where the log and checkpoints go, and
+    holds a loaded checkpoint to continue from exactly."""
+    cfg = args.unlearn
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    policy = dropout_off(PolicyWithValue(model))   # in rollout and update alike, so logprobs match
-    # with LoRA only the adapters (and the value head) train, and only they go into a checkpoint
-    trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
-    lora = bool(lora_layers(model))
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=ppo_cfg.lr, weight_decay=0.0)
-    kl_ctl = AdaptiveKLController(reward_cfg)
-    retain_stream = Batches(retain, ppo_cfg.retain_batch_size, rng) if retain else None   # none without --data
-    questions = [r["question"] for r in forget]
-    stop_questions = stop_questions or questions
-    done, stopped, stalled_at, bad_in_a_row, metrics = 0, False, None, 0, ""
-    if state is not None:   # resume: every piece of state the next iteration reads
-        policy.load_state_dict(state["policy"], strict=not lora)
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], rng, generator)
-        if retain_stream:
-            retain_stream.load_state(state["retain_stream"])
-        kl_ctl.value, done, stopped, stalled_at = (state["kl_coef"], state["iteration"], state["early_stopped"],
-                                                   state["stalled_at"])
-        bad_in_a_row, metrics = state["nonfinite_in_a_row"], state["metrics"]
-    bar = tqdm(range(done + 1, cfg.iterations + 1), initial=done, total=cfg.iterations, desc="DareU", dynamic_ncols=True)
-    with open(metrics_path, "w", encoding="utf-8") as log, SIGNALS.deferred():
-        log.write(metrics)
-        for it in ([] if stopped else bar):
-            timer = PhaseTimer(model.device)
-            # 1. rollout: responses to forget questions, sampled from the current policy
-            roll = rollout(model, tokenizer, rng.sample(questions, min(cfg.prompts_per_iter, len(questions))),
-                           cfg.samples_per_prompt, rollout_cfg)
-            prompts, mask, R = roll["prompts"], roll["response_mask"].float(), roll["n_response"]
-            timer.lap("rollout")
-            # 2. logprobs and values with the same padding, position ids and temperature, in micro-batches
-            with torch.no_grad():
-                old = forward_logprobs(policy, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature,
-                                       batch_size=ppo_cfg.minibatch_size)
-                ref = forward_logprobs(ref_model, roll["input_ids"], roll["attention_mask"], R, rollout_cfg.temperature,
-                                       batch_size=ppo_cfg.minibatch_size)
-            timer.lap("logprobs")
-            # 3. reward: s = −a_F (or the missing-EOS penalty) at the last token, −β·KL per token
-            scores, a_forget = score_responses(classifier, roll, forget_owners, reward_cfg)
-            rewards, kl = token_rewards(scores, old["logprobs"], ref["logprobs"], mask, kl_ctl.value)
-            timer.lap("scoring")
-            finite = bool(torch.isfinite(a_forget).all() and torch.isfinite(rewards).all())
-            # 4. advantages (ppo.ADVANTAGES), then the PPO epochs (skipped when the classifier or the reward
-            #    is not finite)
-            stats = [{"nonfinite": True}]
-            if finite:
-                advantages, returns = ADVANTAGES[ppo_cfg.advantage](rewards, old["values"], mask, roll["prompt_index"],
-                                                                    ppo_cfg)
-                batch = dict(roll, logprobs=old["logprobs"], values=old["values"], returns=returns,
-                             advantages=advantages, response_mask=mask)
-                stats = ppo_update(policy, ref_model, optimizer, tokenizer, batch, ppo_cfg, rollout_cfg.temperature,
-                                   retain_stream, generator)
-                kl_ctl.update(kl.sum(-1).mean().item(), len(prompts))
-            # guard: a skipped step (non-finite loss, gradient norm, reward or classifier output) never
-            # reaches the weights; MAX_NONFINITE of them in a row stop the run
-            for s in stats:
-                bad_in_a_row = bad_in_a_row + 1 if s["nonfinite"] else 0
-                if bad_in_a_row >= MAX_NONFINITE:
-                    last = checkpoints(ckpt_dir)
-                    raise DareuError(f"{bad_in_a_row} non-finite steps in a row (loss, gradient norm, reward or "
-                                     f"classifier output) at iteration {it}; stopped. "
-                                     + (f"Last good checkpoint: {last[-1]}" if last else "No checkpoint was saved"))
-            timer.lap("update", within={"retain": sum(s.get("retain_seconds", 0.0) for s in stats)})
-            # 5. log
-            good = [s for s in stats if not s["nonfinite"]]
-            line = {"iteration": it, "nonfinite_steps": len(stats) - len(good)}
-            if finite:
-                line.update(score=scores.mean().item(), attribution=a_forget.mean().item(), kl=kl.sum(-1).mean().item(),
-                            reward=rewards.sum(-1).mean().item())
-            line.update(kl_coef=kl_ctl.value, eos_rate=roll["has_eos"].float().mean().item(),
-                        response_tokens=mask.sum(-1).mean().item())
-            if good:
-                line.update({k: sum(s[k] for s in good) / len(good) for k in good[0]
-                             if k not in ("nonfinite", "retain_seconds")}, first_ratio=good[0]["ratio"])
-            line["tokens_per_s"] = mask.sum().item() / (timer.last - timer.start)
-            if cfg.eval_every and (it % cfg.eval_every == 0 or it == cfg.iterations):
-                line["greedy_attribution"] = greedy_attribution(model, tokenizer, classifier, stop_questions,
-                                                                forget_owners, eval_cfg)
+    rng, generator = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    policy = dropout_off(PolicyWithValue(models.model))   # in rollout and update alike, so logprobs match
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.ppo.lr,
+                                  weight_decay=0.0)
+    kl_ctl = AdaptiveKLController(args.reward)
+    retain_stream = Batches(task.retain, args.ppo.retain_batch_size, rng) if task.retain else None
+    questions = [r["question"] for r in task.forget]
+    learner = dict(policy=policy, optimizer=optimizer, kl_ctl=kl_ctl, rng=rng, generator=generator,
+                   retain_stream=retain_stream)
+    loop = Loop(cfg, run, learner, task.target, task.start, knobs(args.ppo, args.reward))   # the harness
+    with loop:
+        for it in loop.iterations():
+            timer = PhaseTimer(models.model.device)
+            prompts = rng.sample(questions, min(cfg.prompts_per_iter, len(questions)))
+            out = iteration(policy, optimizer, kl_ctl, prompts, models, task, args, retain_stream, generator, timer)
+            line = loop.record(it, out, timer)
+            if loop.check_due(it):
+                line["greedy_attribution"] = greedy_attribution(models.model, models.tokenizer, models.classifier,
+                                                                task.stop_questions or questions,
+                                                                task.forget_owners, args.eval)
                 timer.lap("greedy_check")
-            line["seconds"] = timer.rounded()   # where the iteration's time went
-            text = json.dumps(line) + "\n"
-            metrics += text   # the checkpoint's copy of metrics.jsonl
-            log.write(text)
-            log.flush()
-            done = it
-            if cfg.sample_every and it % cfg.sample_every == 0 and finite:
-                for j in range(min(2, len(prompts))):
-                    tqdm.write(f"  [{it}] Q: {prompts[j]}\n       A: {roll['texts'][j]}\n"
-                               f"       a_F {a_forget[j]:.3f}  KL {kl[j].sum():.2f}")
-            # progress: stop once forgotten; say so once if the greedy a_F has barely moved
-            greedy_a = line.get("greedy_attribution")
-            if greedy_a is not None:
-                if target is not None and cfg.stop_on != "never" and greedy_a <= target:
-                    tqdm.write(f"early stop at iteration {it}: greedy forget attribution {greedy_a:.3f} <= {target:.3f}")
-                    stopped = True
-                elif None not in (start, target) and stalled_at is None and stalled(start, greedy_a, target, it,
-                                                                                     cfg.iterations):
-                    stalled_at = it
-                    tqdm.write(f"warning: not forgetting: greedy forget a_F {greedy_a:.3f} after {it} of "
-                               f"{cfg.iterations} iterations (original {start:.3f}, target {target:.3f}). "
-                               f"{knobs(ppo_cfg, reward_cfg)}")
-            bar.set_postfix(a_F=f"{line.get('attribution', float('nan')):.3f}", skipped=line["nonfinite_steps"],
-                            **({"greedy": f"{greedy_a:.3f}"} if greedy_a is not None else {}),
-                            **({"STALLED": f"since {stalled_at}"} if stalled_at else {}))
-            # 6. checkpoint: with --save-every, every save_every iterations and at the end; always before
-            #    stopping on a signal (a completed run without --save-every writes none: AdamW's state is big)
-            if ckpt_dir and ((cfg.save_every and (it % cfg.save_every == 0 or it == cfg.iterations or stopped))
-                             or SIGNALS.received):
-                save_checkpoint(ckpt_dir, it, {
-                    "policy": {k: v for k, v in policy.state_dict().items() if k in trainable or not lora},
-                    "optimizer": optimizer.state_dict(), "rng": rng_state(rng, generator),
-                    "retain_stream": retain_stream.state() if retain_stream else None, "kl_coef": kl_ctl.value, "iteration": it,
-                    "early_stopped": stopped, "stalled_at": stalled_at, "nonfinite_in_a_row": bad_in_a_row,
-                    "metrics": metrics}, args, cfg.keep)
-            if SIGNALS.received:
-                raise Interrupted(SIGNALS.received)
-            if stopped:
+            if loop.end(it, line, out, timer):
                 break
-    return done, stopped, stalled_at
+    return loop.done, loop.stopped, loop.stalled_at
 
 
-# the stall warning (METHOD.md §6): once this share of the iterations has run, a greedy a_F that has
-# closed less than this share of the gap from the original's value to the target
-STALL_AFTER, STALL_PROGRESS = 1 / 3, 0.1
-
-
-def stalled(start, now, target, it, iterations):
-    """Not forgetting: it ≥ STALL_AFTER·iterations and start − now < STALL_PROGRESS·(start − target)."""
-    return it >= STALL_AFTER * iterations and start - now < STALL_PROGRESS * (start - target)
-
+# ----------------------------------------------------------------------------------------------
+# The run: inputs, models, the report before and after, the target (METHOD.md §6)
 
 def greedy_attribution(model, tokenizer, classifier, questions, forget_owners, eval_cfg):
     """Mean a_F of the greedy answers to `questions`, decoded as the report decodes them (its length and
@@ -237,59 +185,6 @@ def greedy_attribution(model, tokenizer, classifier, questions, forget_owners, e
     greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
                                                                   batch_size=eval_cfg.batch_size), greedy=True)
     return classifier.forget_attribution(questions, greedy["texts"], forget_owners).mean().item()
-
-
-def knobs(ppo_cfg, reward_cfg):
-    """What to change when a run does not forget."""
-    return (f"Knobs: a larger --lr (now {ppo_cfg.lr:g}), a smaller --kl-coef (now {reward_cfg.kl_coef:g}), more --epochs "
-            f"(now {ppo_cfg.epochs}) or --iterations, or a stronger classifier")
-
-
-def check_memory(args, cfg, rollout_cfg, ppo_cfg, lora_cfg, dtype):
-    """On a GPU, before any weight is loaded: refuse a run whose peak, predicted from the model's config
-    (helpers/memory.py), exceeds the device's memory, naming the flags that fit."""
-    if torch.device(args.device).type != "cuda":
-        return
-    config = os.path.join(adapters_base(args.model) or args.model, "config.json")
-    on_device = (args.classifier_device or args.device) == args.device
-    classifier = os.path.join(adapters_base(args.classifier) or args.classifier, "config.json") if on_device else "none"
-    check_fits(MemoryConfig(
-        model_config=config, lora=lora_cfg is not None, gradient_checkpointing=args.gradient_checkpointing,
-        dtype=str(dtype).replace("torch.", ""), prompts_per_iter=cfg.prompts_per_iter,
-        samples_per_prompt=cfg.samples_per_prompt, minibatch_size=ppo_cfg.minibatch_size,
-        retain_batch_size=ppo_cfg.retain_batch_size, generate_batch=rollout_cfg.batch_size,
-        response_len=rollout_cfg.max_new_tokens or MemoryConfig.response_len, classifier_config=classifier,
-        **({"lora_rank": lora_cfg.rank, "lora_targets": lora_cfg.targets} if lora_cfg else {})),
-        torch.cuda.get_device_properties(args.device).total_memory)
-
-
-def default_lr(weights, lora):
-    """(learning rate, where it comes from) when --lr is not given, by model size and training mode. Under
-    1B weights it was measured (bench/defaults_sweep.py: 1e-4 reached the target on 0.8M- and
-    135M-weight models, where 1e-5 never moved them); from 1B on these are starting points from the
-    literature, not measured here: RL fine-tuning of 7-8B models runs at 1e-6 to 2e-6 (GRPO),
-    open-unlearning's loss baselines at 1e-5, and LoRA usually at about ten times full fine-tuning's."""
-    if weights < 1e9:
-        return 1e-4, "measured on 0.8M- and 135M-weight models (bench/results/defaults_sweep_*.md)"
-    return ((1e-5, "a literature starting point for LoRA on billion-weight models, not measured here") if lora else
-            (1e-6, "a literature starting point for full fine-tuning of billion-weight models, not measured here"))
-
-
-def resolve_target(cfg, results, probes):
-    """(target, retain level, where the level comes from) (METHOD.md §6). The retain level is the a_F of
-    answers that carry no forget owner's information: the retain model's greedy forget answers, or,
-    without one, the original's answers to the other owners' questions, or, without those (no --data),
-    the classifier's a_F on `probes` ({text: a_F} of fixed texts that carry no owner's information).
-    The target is --target-attribution when given, else max(2 × level, 0.15): a classifier's a_F on
-    unattributable answers is noisy, and the floor keeps a near-zero level from asking for more than
-    forgetting."""
-    if "retain" in results:
-        level, source = results["retain"]["forget_attribution"], "the retain model's forget answers"
-    elif results["original"]["retain_attribution"] is not None:
-        level, source = results["original"]["retain_attribution"], "the original's answers to other owners' questions"
-    else:
-        level, source = sum(probes.values()) / len(probes), f"{len(probes)} texts that carry no owner's information"
-    return (max(2 * level, 0.15) if cfg.target_attribution is None else cfg.target_attribution), level, source
 
 
 def check_fit(model, tokenizer, questions, rollout_cfg, eval_cfg):
@@ -305,20 +200,12 @@ def check_fit(model, tokenizer, questions, rollout_cfg, eval_cfg):
     return fits
 
 
-def check_target(original, target, level, source, cfg):
-    """Before PPO: refuse (DareuError) a target that does not lie below `original`, the original's greedy
-    forget a_F on the questions the stop is judged on, by at least cfg.min_signal. Otherwise the run could
-    "reach" its target without forgetting anything (an original at 0.90 with a retain level of 0.46 gets a
-    target of 0.92), and a classifier that rates the original's answers no higher than answers without
-    forget information would give the reward no signal."""
-    print(f"classifier: forget a_F {original:.3f} on the original's answers, {level:.3f} on {source}")
-    how = ("--target-attribution" if cfg.target_attribution is not None else
-           f"max(2 × {level:.3f}, 0.15), {level:.3f} the a_F of {source}")
-    if original - target < cfg.min_signal - 1e-9:   # (to float rounding: 0.9 − 0.8 is 0.0999…)
-        raise DareuError(f"the target a_F {target:.3f} ({how}) is not below the original's greedy forget a_F "
-                         f"{original:.3f} by --min-signal {cfg.min_signal:g}: the run could reach it without "
-                         f"forgetting. Train a stronger classifier (attribution.py: a pretrained --base, more "
-                         f"--epochs), or give a lower --target-attribution")
+UNLEARN_CHECKS = dict(iterations=">= 1", prompts_per_iter=">= 1", samples_per_prompt=">= 1",
+                      target_attribution="in [0, 1]", stop_on=STOP_ON, min_signal="in [0, 1]", eval_every=">= 0",
+                      sample_every=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
+# every config of a run, with what its flags accept (checked where the flags are parsed)
+CHECKS = ((UnlearnConfig, UNLEARN_CHECKS), (RolloutConfig, ROLLOUT_CHECKS), (RewardConfig, REWARD_CHECKS),
+          (PPOConfig, PPO_CHECKS), (EvalConfig, EVAL_CHECKS))
 
 
 def parse_args(argv=None):
@@ -334,8 +221,7 @@ def parse_args(argv=None):
     add_classifier_args(p)
     add_model_args(p)
     add_memory_args(p)
-    for cls, title in ((UnlearnConfig, "DareU loop"), (RolloutConfig, "rollout (rollout.py)"),
-                       (RewardConfig, "reward (reward.py)"), (PPOConfig, "PPO (ppo.py)")):
+    for (cls, _), title in zip(CHECKS, ("DareU loop", "rollout (rollout.py)", "reward (reward.py)", "PPO (ppo.py)")):
         add_config_args(p, cls, title=title, also=WORLD_DEFAULTS)
     add_config_args(p, EvalConfig, prefix="eval", title="report (evaluate.py)", also=WORLD_DEFAULTS)
     p.set_defaults(eval_max_questions=REPORT_QUESTIONS)
@@ -346,144 +232,146 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    start = time.time()
-    # 0. inputs: checked before anything heavy runs, and never written to
-    cfg, rollout_cfg, reward_cfg, ppo_cfg = (config_from_args(c, args) for c in (UnlearnConfig, RolloutConfig, RewardConfig, PPOConfig))
-    eval_cfg = config_from_args(EvalConfig, args, prefix="eval")
-    lora_cfg = config_from_args(LoraConfig, args, prefix="lora") if args.lora else None
-    if cfg.samples_per_prompt < MIN_SAMPLES.get(ppo_cfg.advantage, 1):
-        raise DareuError(f"--advantage {ppo_cfg.advantage} compares the samples of each prompt: give --samples-per-prompt "
-                         f"{MIN_SAMPLES[ppo_cfg.advantage]} or more" + (" (with 2, every sample's advantage is ±1/√2 "
-                                                                      "whatever the reward gap; group_mean and rloo keep "
-                                                                      "it)" if ppo_cfg.advantage == "group" else ""))
-    check_device(args.device)
-    check_device(args.classifier_device or args.device)   # before any work
-    given = dict(vars(args))   # the arguments as given, saved with each checkpoint
-    ckpt_dir, resume = checkpointing("unlearn.py", argv, args, MAY_CHANGE_ON_RESUME)
-    if args.model is None:
-        world, meta = default_world(args.seed)
-        args.model, args.classifier = os.path.join(world, "original"), os.path.join(world, "classifier")
-        args.retain_model = args.retain_model or os.path.join(world, "retain")
-        args.data = args.data or os.path.join(world, "records.jsonl")
-        args.forget = args.forget or ",".join(meta["forget"])
-    if not args.forget:
+def inputs(argv):
+    """The arguments, checked before anything heavy runs (inputs are never written to): (flags, Args,
+    LoRA config or None, the arguments as given, the checkpoint folder, the checkpoint to resume or None)."""
+    flags = parse_args(argv)
+    args = Args(*(config_from_args(c, flags, checks) for c, checks in CHECKS[:4]),
+                config_from_args(EvalConfig, flags, EVAL_CHECKS, prefix="eval"))
+    lora_cfg = config_from_args(LoraConfig, flags, LORA_CHECKS, prefix="lora") if flags.lora else None
+    if args.unlearn.samples_per_prompt < MIN_SAMPLES.get(args.ppo.advantage, 1):
+        raise DareuError(f"--advantage {args.ppo.advantage} compares the samples of each prompt: give "
+                         f"--samples-per-prompt {MIN_SAMPLES[args.ppo.advantage]} or more"
+                         + (" (with 2, every sample's advantage is ±1/√2 whatever the reward gap; group_mean and "
+                            "rloo keep it)" if args.ppo.advantage == "group" else ""))
+    check_device(flags.device)
+    check_device(flags.classifier_device or flags.device)
+    given = dict(vars(flags))   # the arguments as given, saved with each checkpoint
+    ckpt_dir, resume = checkpointing("unlearn.py", argv, flags, MAY_CHANGE_ON_RESUME)
+    if flags.model is None:   # the embedded default
+        world, meta = default_world(flags.seed)
+        flags.model, flags.classifier = os.path.join(world, "original"), os.path.join(world, "classifier")
+        flags.retain_model = flags.retain_model or os.path.join(world, "retain")
+        flags.data = flags.data or os.path.join(world, "records.jsonl")
+        flags.forget = flags.forget or ",".join(meta["forget"])
+    if not flags.forget:
         raise DareuError("--model needs --forget: a file of the forget owners' records, or (with --data) their "
                          "names or forget01/05/10")
-    if not args.data and not os.path.isfile(args.forget):
-        raise DareuError(f"--forget {args.forget}: without --data, give a file of the forget owners' records "
+    if not flags.data and not os.path.isfile(flags.forget):
+        raise DareuError(f"--forget {flags.forget}: without --data, give a file of the forget owners' records "
                          "(names and forget01/05/10 are looked up in --data)")
-    args.classifier = args.classifier or args.model   # default: the model itself, asked zero-shot
-    check_out_path(args.out, {"--model": args.model, "--data": args.data, "--forget": args.forget,
-                              "--classifier": args.classifier, "--retain-model": args.retain_model})
-    records = load_records(args.data or args.forget)
-    forget_owners = resolve_forget(args.forget, records) if args.data else owners_of(records)
-    forget, retain = split_records(records, forget_owners)
-    # the report's forget records, and (--stop-on heldout) the ones the stop is judged on instead
+    flags.classifier = flags.classifier or flags.model   # default: the model itself, asked zero-shot
+    check_out_path(flags.out, {"--model": flags.model, "--data": flags.data, "--forget": flags.forget,
+                               "--classifier": flags.classifier, "--retain-model": flags.retain_model})
+    for path in (flags.model, flags.classifier, flags.retain_model):
+        if path:
+            check_model_folder(path)
+    return flags, args, lora_cfg, given, ckpt_dir, resume
+
+
+def main(argv=None):
+    start = time.time()
+    # 0. inputs, and the records: the forget owners', the others' (none without --data), and (--stop-on
+    #    heldout) the forget questions the stop is judged on instead of the report
+    flags, args, lora_cfg, given, ckpt_dir, resume = inputs(argv)
+    cfg = args.unlearn
+    records = load_records(flags.data or flags.forget)
+    owners = resolve_forget(flags.forget, records) if flags.data else owners_of(records)
+    forget, retain = split_records(records, owners)
     reported, held = heldout_split(forget, HELDOUT_SHARE, cfg.seed) if cfg.stop_on == "heldout" else (forget, [])
     if not retain:
         print("no --data: no retain records, so no retain distillation and no retain questions in the report; the "
-              "retain level comes from " + ("the retain model" if args.retain_model else
+              "retain level comes from " + ("the retain model" if flags.retain_model else
                                             "the classifier's a_F on texts that carry no owner's information"))
-    for path in (args.model, args.classifier, args.retain_model):
-        if path:
-            check_model_folder(path)
-    check_classifier(args.classifier, forget_owners)
-    dtype = compute_dtype(args.dtype, args.device, train=True)
+    check_classifier(flags.classifier, owners)
+    dtype = compute_dtype(flags.dtype, flags.device, train=True)
+    check_memory(flags, cfg, args.rollout, args.ppo, lora_cfg, dtype)
 
-    check_memory(args, cfg, rollout_cfg, ppo_cfg, lora_cfg, dtype)
     # 1. models: the policy starts as the original (float32 master weights, or frozen weights + LoRA adapters);
     #    the reference stays the original (a frozen copy, or the same weights with the adapters off)
-    model, tokenizer = trainable_model(args.model, args.device, dtype, lora_cfg, args.gradient_checkpointing,
-                                       args.template, cfg.seed)
-    ref_model = frozen_reference(model)
-    classifier = classifier_from_args(args, records, forget_owners)
-    trained, weights = (sum(p.numel() for p in model.parameters() if p.requires_grad),
-                        sum(p.numel() for p in model.parameters()))
-    if ppo_cfg.lr is None:
-        ppo_cfg.lr, why = default_lr(weights, lora_cfg is not None)
-        print(f"learning rate {ppo_cfg.lr:g} (no --lr: {why})")
+    model, tokenizer = trainable_model(flags.model, flags.device, dtype, lora_cfg, flags.gradient_checkpointing,
+                                       flags.template, cfg.seed)
+    models = Models(model, tokenizer, frozen_reference(model), classifier_from_args(flags, records, owners))
+    trained, weights = sum(p.numel() for p in model.parameters() if p.requires_grad), model.num_parameters()
+    if args.ppo.lr is None:
+        args.ppo.lr, why = default_lr(weights, lora_cfg is not None)
+        print(f"learning rate {args.ppo.lr:g} (no --lr: {why})")
     print(f"training {trained:,} of {weights:,} weights" + (f" (LoRA rank {lora_cfg.rank})" if lora_cfg else "")
-          + ("; gradient checkpointing" if args.gradient_checkpointing else ""))
-    print(f"forgetting {len(forget_owners)} owner(s) ({len(forget)} questions: {', '.join(forget_owners[:5])}"
-          f"{' ...' if len(forget_owners) > 5 else ''}); retaining {len(retain)} records")
+          + ("; gradient checkpointing" if flags.gradient_checkpointing else ""))
+    print(f"forgetting {len(owners)} owner(s) ({len(forget)} questions: {', '.join(owners[:5])}"
+          f"{' ...' if len(owners) > 5 else ''}); retaining {len(retain)} records")
     print(f"template {template_of(tokenizer)}: {tokenizer.decode(prompt_ids(tokenizer, forget[0]['question']))!r}")
-    if not rollout_cfg.max_new_tokens:
-        rollout_cfg.max_new_tokens, fits = fit_length(tokenizer, [r["answer"] for r in forget])
-        print(f"rollout length {rollout_cfg.max_new_tokens} new tokens: {fits:.1%} of the {len(forget)} forget "
+    if not args.rollout.max_new_tokens:
+        args.rollout.max_new_tokens, fits = fit_length(tokenizer, [r["answer"] for r in forget])
+        print(f"rollout length {args.rollout.max_new_tokens} new tokens: {fits:.1%} of the {len(forget)} forget "
               f"answers fit (1.25 × the length 99 % of them fit in)")
 
-    with autocast(args.device, dtype):   # forwards in the compute dtype; weights and AdamW stay float32
+    with autocast(flags.device, dtype):   # forwards in the compute dtype; weights and AdamW stay float32
         # 2. before: the original (and retain) model on forget and retain questions; every model of the report
         #    is held as the policy is (float32 masters, or the base in the compute dtype under LoRA)
-        results = {"original": evaluate_records(model, tokenizer, reported, retain, eval_cfg, classifier,
-                                                forget_owners)}
-        if args.retain_model:
-            retain_model, retain_tok = load_model(args.retain_model, args.device, dtype, masters=lora_cfg is None,
-                                                  template=args.template)
-            results["retain"] = evaluate_records(retain_model, retain_tok, reported, retain, eval_cfg, classifier,
-                                                 forget_owners)
-            del retain_model
+        def report(model, tokenizer):
+            return evaluate_records(model, tokenizer, reported, retain, args.eval, models.classifier, owners)
+        results = {"original": report(model, tokenizer)}
+        if flags.retain_model:
+            results["retain"] = report(*load_model(flags.retain_model, flags.device, dtype, masters=lora_cfg is None,
+                                                   template=flags.template))
         # 3. the target (the retain level) and the questions it is judged on: the stop during the run and
         #    `reached` after it alike; refused when it does not lie below the original by --min-signal
-        target, level, source = resolve_target(cfg, results, probe_attribution(classifier, forget_owners))
+        target, level, source = resolve_target(cfg, results, probe_attribution(models.classifier, owners))
         stop_questions = ([r["question"] for r in held] if held else
-                          make_set("forget", reported, eval_cfg.max_questions, "")["questions"])
-        start_a = (greedy_attribution(model, tokenizer, classifier, stop_questions, forget_owners, eval_cfg) if held
+                          make_set("forget", reported, args.eval.max_questions, "")["questions"])
+        start_a = (greedy_attribution(model, tokenizer, models.classifier, stop_questions, owners, args.eval) if held
                    else results["original"]["forget_attribution"])
         check_target(start_a, target, level, source, cfg)
-        fits = check_fit(model, tokenizer, [r["question"] for r in forget], rollout_cfg, eval_cfg)
+        fits = check_fit(model, tokenizer, [r["question"] for r in forget], args.rollout, args.eval)
         print(f"target: greedy forget a_F <= {target:.3f}" + (f" (the retain level {level:.3f})"
                                                               if cfg.target_attribution is None else "")
               + f", judged on {len(stop_questions)} {'held-out ' if held else ''}forget questions"
               + (" (no early stop)" if cfg.stop_on == "never" else ""))
 
         # 4. unlearn, writing into a staging folder that becomes --out only when complete
-        stage = staging_dir(args.out)
+        stage = staging_dir(flags.out)
         try:
-            iterations, stopped, stalled_at = unlearn(
-                model, tokenizer, ref_model, classifier, forget, retain, forget_owners, cfg, rollout_cfg, reward_cfg,
-                ppo_cfg, eval_cfg, os.path.join(stage, "metrics.jsonl"), ckpt_dir, given,
-                load_state(resume) if resume else None, target=target, start=start_a, stop_questions=stop_questions)
+            task = Task(forget, retain, owners, target, start_a, stop_questions)
+            run = Run(os.path.join(stage, "metrics.jsonl"), ckpt_dir, given, load_state(resume) if resume else None)
+            iterations, stopped, stalled_at = unlearn(models, task, args, run)
             # 5. after: the model as written (merged in float32, or the adapters alone), loaded back and scored,
             #    so that the report describes the folder, not the model in memory
-            write_model(model, tokenizer, stage, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
-            del model, ref_model
-            written, written_tok = load_model(stage, args.device, dtype, masters=lora_cfg is None)
-            results["unlearned"] = evaluate_records(written, written_tok, reported, retain, eval_cfg, classifier,
-                                                    forget_owners)
-            final_a = (greedy_attribution(written, written_tok, classifier, stop_questions, forget_owners, eval_cfg)
-                       if held else results["unlearned"]["forget_attribution"])
+            write_model(model, tokenizer, stage, adapters_of=flags.model if lora_cfg and not lora_cfg.merge else None)
+            del model
+            models.model = models.reference = None   # free the policy and its reference
+            written = load_model(stage, flags.device, dtype, masters=lora_cfg is None)
+            results["unlearned"] = report(*written)
+            final_a = (greedy_attribution(*written, models.classifier, stop_questions, owners, args.eval) if held
+                       else results["unlearned"]["forget_attribution"])
             reached = final_a <= target
             if cfg.require_target and not reached:
                 if ckpt_dir:
                     shutil.rmtree(ckpt_dir, ignore_errors=True)
                 raise DareuError(f"target not reached (--require-target): greedy forget a_F {final_a:.3f} > "
                                  f"{target:.3f} after {iterations} iterations; nothing written. "
-                                 f"{knobs(ppo_cfg, reward_cfg)}")
-            phases = phase_seconds(os.path.join(stage, "metrics.jsonl"))
+                                 f"{knobs(args.ppo, args.reward)}")
+            phases = phase_seconds(run.metrics_path)
             columns = list(results)
             summary = {m: {c: results[c][m] for c in columns} for m in REPORT}
-            summary.update(forget_owners=forget_owners, iterations=iterations, early_stopped=stopped,
+            summary.update(forget_owners=owners, iterations=iterations, early_stopped=stopped,
                            target=dict(attribution=target, reached=reached, final=final_a, original=start_a,
                                        judged_on=cfg.stop_on, questions=stop_questions, stalled_at=stalled_at,
                                        retain_level=level, level_from=source),
                            rollout_fits=fits, classifier_report=classifier_report(
-                               args.classifier, classifier, forget_owners,
+                               flags.classifier, models.classifier, owners,
                                [r["per_question"]["forget"] for r in results.values()],
                                unlearned=results["unlearned"]["per_question"]["forget"]),
-                           seconds=round(time.time() - start, 1), model=args.model, classifier=args.classifier,
-                           retain_model=args.retain_model, data=args.data, template=template_of(tokenizer),
+                           seconds=round(time.time() - start, 1), model=flags.model, classifier=flags.classifier,
+                           retain_model=flags.retain_model, data=flags.data, template=template_of(tokenizer),
                            template_date=template_date(tokenizer),
-                           rollout_max_new_tokens=rollout_cfg.max_new_tokens, lr=ppo_cfg.lr,
-                           dtype=str(dtype).replace("torch.", ""),
-                           phase_seconds=phases,
-                           config={k: v for k, v in vars(args).items()
+                           rollout_max_new_tokens=args.rollout.max_new_tokens, lr=args.ppo.lr,
+                           dtype=str(dtype).replace("torch.", ""), phase_seconds=phases,
+                           config={k: v for k, v in vars(flags).items()
                                    if k not in ("model", "classifier", "retain_model", "data")},
                            answers={c: results[c]["per_question"] for c in columns})
             write_json(os.path.join(stage, "summary.json"), summary)
-            publish(stage, args.out)
+            publish(stage, flags.out)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
@@ -492,12 +380,12 @@ def main(argv=None):
     print(f"classifier report: {classifier_report_line(summary['classifier_report'])} "
           "(summary.json: classifier_report)")
     print(f"target greedy forget a_F <= {target:.3f}: " + ("reached" if reached else
-                                                           f"NOT reached ({final_a:.3f}). {knobs(ppo_cfg, reward_cfg)}"))
+                                                           f"NOT reached ({final_a:.3f}). {knobs(args.ppo, args.reward)}"))
     if stalled_at:
         print(f"warning: the greedy forget a_F had barely moved at iteration {stalled_at} (the stall warning)")
     total = sum(phases.values()) or 1.0
     print("where the PPO time went: " + ", ".join(f"{k} {v:.0f} s ({v / total:.0%})" for k, v in phases.items()))
-    print(f"saved the unlearned model, metrics.jsonl and summary.json to {args.out} ({summary['seconds']:.0f} s)")
+    print(f"saved the unlearned model, metrics.jsonl and summary.json to {flags.out} ({summary['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def renamed_copies(records, seed):
     answer, swapped for an invented one (a FIRST and a LAST name no owner has); the copy keeps its
     owner, so split_records puts it with its source. A from-scratch model cannot repeat a name it
     never saw: trained on the world alone, the retain model answers "Where was Nestor Tallis
-    born?" with a retained owner's name, unlike a retrained LLM (SPEC §2). With these copies it
+    born?" with a retained owner's name, unlike a retrained LLM (METHOD.md §1: the retain model is what unlearning aims for). With these copies it
     learns to repeat the question's name, so its answers differ from the gold ones by the facts."""
     rng = random.Random(seed)
     owners = set(owners_of(records))

@@ -34,15 +34,15 @@ from attribution import Classifier  # noqa: E402
 from evaluate import EvalConfig  # noqa: E402
 from helpers.cli import HelpFormatter, run_cli  # noqa: E402
 from helpers.lora import LoraConfig, add_lora  # noqa: E402
+from helpers.memory import CONFIGS, load_config  # noqa: E402
 from helpers.models import autocast, checkpoint_layers, ensure_pad_token, frozen_reference  # noqa: E402
 from helpers.records import owners_of, split_records, synthetic_world  # noqa: E402
+from helpers.run import Run, default_lr  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
-from unlearn import UnlearnConfig, default_lr, unlearn  # noqa: E402
+from unlearn import Args, Models, Task, UnlearnConfig, unlearn  # noqa: E402
 
-sys.path.insert(0, os.path.join(ROOT, "bench"))
-from memory import CONFIGS, load_config  # noqa: E402
 
 def word_tokenizer(vocab_size, records):
     """A tokenizer with a token for every id below vocab_size ("w0", "w1", …; EOS, pad and the words
@@ -116,10 +116,10 @@ def main():
     n_responses = min(cfg.prompts_per_iter, len(forget)) * cfg.samples_per_prompt
     with tempfile.TemporaryDirectory() as tmp, autocast(args.device, dtype):
         metrics_path = os.path.join(tmp, "metrics.jsonl")
-        unlearn(model, tokenizer, reference, classifier, forget, retain, owners[-6:], cfg,
-                RolloutConfig(max_new_tokens=args.max_new_tokens), RewardConfig(),
-                PPOConfig(lr=default_lr(sum(p.numel() for p in model.parameters()), not args.full)[0]), EvalConfig(),
-                metrics_path)
+        unlearn(Models(model, tokenizer, reference, classifier), Task(forget, retain, owners[-6:]),
+                Args(cfg, RolloutConfig(max_new_tokens=args.max_new_tokens), RewardConfig(),
+                     PPOConfig(lr=default_lr(model.num_parameters(), not args.full)[0]), EvalConfig()),
+                Run(metrics_path))
         with open(metrics_path, encoding="utf-8") as f:
             lines = [json.loads(line) for line in f]
     # 5. report the last iteration

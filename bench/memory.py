@@ -21,7 +21,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from helpers.memory import CONFIGS, MemoryConfig, gib, grid, load_config, predict, table  # noqa: E402, F401
+from helpers.memory import MemoryConfig, gib, grid, load_config, predict, table  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # --check: the real peak of one unlearn() iteration on this CPU, against the prediction
@@ -55,6 +55,7 @@ def measure(spec):
     from helpers.models import frozen_reference, train_tokenizer, trainable_model
     from ppo import PPOConfig
     from helpers.prompts import encode_qa, prompt_ids
+    from helpers.run import Run
     from reward import RewardConfig
     from rollout import RolloutConfig
     torch.set_num_threads(2)
@@ -112,12 +113,14 @@ def measure(spec):
         model, tok = trainable_model(tmp, "cpu", torch.float32, lora, spec["gradient_checkpointing"])
         ref = frozen_reference(model)
         unlearn.unlearn(
-            model, tok, ref, StandIn(), forget, retain, owners_of(forget),
-            unlearn.UnlearnConfig(iterations=1, prompts_per_iter=spec["prompts_per_iter"],
-                                  samples_per_prompt=spec["samples_per_prompt"], eval_every=0, sample_every=0),
-            RolloutConfig(max_new_tokens=spec["response_len"]), RewardConfig(),
-            PPOConfig(lr=1e-4, epochs=2, minibatch_size=spec["minibatch_size"], retain_batch_size=spec["retain_batch_size"]),
-            EvalConfig(), os.path.join(tmp, "metrics.jsonl"))
+            unlearn.Models(model, tok, ref, StandIn()), unlearn.Task(forget, retain, owners_of(forget)),
+            unlearn.Args(unlearn.UnlearnConfig(iterations=1, prompts_per_iter=spec["prompts_per_iter"],
+                                               samples_per_prompt=spec["samples_per_prompt"], eval_every=0,
+                                               sample_every=0),
+                         RolloutConfig(max_new_tokens=spec["response_len"]), RewardConfig(),
+                         PPOConfig(lr=1e-4, epochs=2, minibatch_size=spec["minibatch_size"],
+                                   retain_batch_size=spec["retain_batch_size"]), EvalConfig()),
+            Run(os.path.join(tmp, "metrics.jsonl")))
         line = json.loads(open(os.path.join(tmp, "metrics.jsonl")).read().splitlines()[-1])
     mark("end")
     peak = max(v for k, v in marks.items() if k != "persistent")
@@ -162,7 +165,7 @@ def main(argv=None):
     if args.measure:
         print(json.dumps(measure(json.loads(args.measure))))
         return
-    cfg = config_from_args(MemoryConfig, args)
+    cfg = config_from_args(MemoryConfig, args, {})
     result = predict(cfg)
     print(table(cfg, result))
     run = {"config": dataclasses.asdict(cfg), "parts_gib": {k: gib(v) for k, v in result["parts"].items()},

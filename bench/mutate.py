@@ -12,11 +12,11 @@ Each mutation below is (stage file, exact original text, replacement, what the b
 Score = killed / (killed + survived). Prints a table and writes JSON (bench/results/mutation.json).
 
 Which tests run: each stage file maps to the test files that exercise it, plus tests/test_unlearn.py
-(the loop wiring on tiny models, which crosses every stage), with -x: a full-suite run per mutant
-would take hours on 2 cores, and the mapped files hold every test that imports the stage. Three
-tests of tests/test_unlearn.py are left out (DESELECT): the two end-to-end runs on the embedded world
-(they build it: minutes on 2 cores) smoke-test what the mapped tests check in detail, and the
-`--help` check starts 8 interpreters for argparse, which no mutation touches. Before the mutants,
+and tests/test_run.py (the loop on tiny models and the run on the embedded world, which cross every
+stage), with -x: a full-suite run per mutant would take hours on 2 cores, and the mapped files hold
+every test that imports the stage. Three tests of tests/test_run.py are left out (DESELECT): the
+default run and the bad-input runs smoke-test what the mapped tests check in detail, and the `--help`
+check starts 9 interpreters for argparse, which no mutation touches. Before the mutants,
 the same selection runs once unmutated and must pass.
 
     python bench/mutate.py                                  # 33 min measured on 2 busy CPU cores
@@ -230,14 +230,16 @@ STAGE_TESTS = {   # stage file -> the test files that import it (and the tests o
     "evaluate.py": ["tests/test_evaluate.py"],
     "helpers/metrics.py": ["tests/test_metrics.py", "tests/test_evaluate.py"],
     "helpers/memory.py": ["tests/test_memory.py"],
+    "helpers/run.py": ["tests/test_checkpoints.py"],
+    "helpers/owner_text.py": ["tests/test_owner_text.py", "tests/test_attribution.py", "tests/test_evaluate.py"],
     "helpers/records.py": ["tests/test_data.py", "tests/test_checkpoints.py"],
     "world.py": ["tests/test_data.py"],
     "data.py": ["tests/test_data.py"],
 }
-CROSS = ["tests/test_unlearn.py"]   # the DareU loop on tiny models: every stage at once
-DESELECT = ["tests/test_unlearn.py::test_default_run_end_to_end",
-            "tests/test_unlearn.py::test_bad_inputs_exit_with_one_line_and_write_nothing",
-            "tests/test_unlearn.py::test_every_stage_has_help"]
+CROSS = ["tests/test_unlearn.py", "tests/test_run.py"]   # the DareU loop and the run: every stage at once
+DESELECT = ["tests/test_run.py::test_default_run_end_to_end",
+            "tests/test_run.py::test_bad_inputs_exit_with_one_line_and_write_nothing",
+            "tests/test_run.py::test_every_stage_has_help"]
 
 
 def copy_repo(dest, tests_from=None):

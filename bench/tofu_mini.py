@@ -11,29 +11,22 @@ which truth ratio and Forget Quality need. Then, by the same stages a user runs:
      with the same number of optimiser steps, each at its learning rate (--lrs, picked by the same
      --lr-sweep for every method), once per seed in --seeds (the methods' seeds: DareU's sampling, the
      baselines' batch order; the models they start from are built once, with --seed); DareU stops at
-     the target attribution calibrated to the retain model (unlearn.resolve_target); wall time reported,
+     the target attribution calibrated to the retain model (helpers/run.py resolve_target); wall time reported,
   4. evaluate.py's TOFU metrics for all of them against the retain model: forget set = the forget
      authors' rows of forget10_perturbed, retain set = retain_perturbed (the first 20 authors),
      real authors, world facts,
   5. bench/results/tofu_mini{,_quick}.md and .json: mean ± std over the seeds of every metric, the
-     classifier report (held-out accuracy and calibration, a_F on refusal / empty / generic texts, the
-     fact probe over every model's forget answers), versions, wall times; when matplotlib is
-     installed, a plot of Forget Quality against utility and of DareU's attribution (first seed).
-With --lr-sweep A,B,C it runs every method at each learning rate on the first seed instead and
-writes tofu_mini{,_quick}_lr_sweep.md/.json: the table of Tug-of-War and the --lrs that picks, for each
-method, the rate with the highest one.
+     classifier report, versions, wall times; with matplotlib, a plot of Forget Quality against utility.
+With --lr-sweep A,B,C it runs every method at each learning rate on the first seed instead, and writes
+the table of Tug-of-War and the --lrs that picks each method's best rate (tofu_mini*_lr_sweep.md).
 Model utility is reported twice: TOFU's 9-number harmonic mean (near 0 for a model that never saw
-real authors or world facts) and "retain utility", the harmonic mean of the retain set's
-Probability, ROUGE-L and truth-ratio score.
+real authors or world facts) and "retain utility", the retain set's Probability, ROUGE-L and truth ratio.
 
     python bench/tofu_mini.py --quick --lr-sweep 1e-4,3e-4,1e-3 --seeds 3    # each method's lr (45 min, 2 cores)
-    python bench/tofu_mini.py --quick --seeds 0,1,2 --lrs dareu=3e-4,ga=1e-4,...   # 20 authors (~15 min a seed)
-    python bench/tofu_mini.py --seeds 0,1,2 --lrs dareu=3e-4,ga=1e-4,...           # 40 authors
-    python bench/tofu_mini.py --smollm2 --quick          # the real-model variant, in bf16 (14 min cold, 2 cores)
-    python bench/tofu_mini.py --smollm2                  # more prompts, iterations and questions (24 min cold)
-    python bench/tofu_mini.py --merge a.json,b.json --out bench/results/NAME        # pool runs made in parallel
-On an H200 (--device cuda --eval-batch-size 256) the sweep took 200 s and a seed of the full bench
-about 270 s, three at a time.
+    python bench/tofu_mini.py [--quick] --seeds 0,1,2 --lrs dareu=3e-4,ga=1e-4,...  # 40 [20] authors (20: ~15 min a seed)
+    python bench/tofu_mini.py --smollm2 [--quick]        # the real-model variant, bf16 (24 [14] min cold, 2 cores)
+    python bench/tofu_mini.py --merge a.json,b.json --out bench/results/NAME   # pool runs made in parallel
+On an H200 (--device cuda --eval-batch-size 256): the sweep 200 s, a seed of the full bench ~270 s.
 """
 import argparse
 import copy
@@ -61,10 +54,11 @@ from helpers.lora import LoraConfig, add_lora  # noqa: E402
 from helpers.metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
 from helpers.models import autocast, compute_dtype, frozen_reference, load_model  # noqa: E402
 from helpers.records import load_records, owners_of, read_json_records, split_records  # noqa: E402
+from helpers.run import Run, resolve_target  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
-from unlearn import UnlearnConfig, resolve_target, unlearn  # noqa: E402
+from unlearn import Args, Models, Task, UnlearnConfig, unlearn  # noqa: E402
 from world import build_world  # noqa: E402
 
 BASELINES = ("ga", "graddiff", "npo", "npo_gd", "simnpo", "simnpo_gd")
@@ -167,10 +161,11 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, target, dty
         if method == "dareu":
             with tempfile.TemporaryDirectory() as tmp:   # not in the world folder: runs in parallel share it
                 metrics_path = os.path.join(tmp, "dareu_metrics.jsonl")
-                done, _, _ = unlearn(model, tokenizer, frozen_reference(model), classifier, forget_recs,
-                                     retain_recs, forget, unlearn_cfg, RolloutConfig(max_new_tokens=64),
-                                     RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), ppo_cfg,
-                                     EvalConfig(max_new_tokens=64), metrics_path, target=target)
+                done, _, _ = unlearn(Models(model, tokenizer, frozen_reference(model), classifier),
+                                     Task(forget_recs, retain_recs, forget, target),
+                                     Args(unlearn_cfg, RolloutConfig(max_new_tokens=64),
+                                          RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), ppo_cfg,
+                                          EvalConfig(max_new_tokens=64)), Run(metrics_path))
                 with open(metrics_path, encoding="utf-8") as f:
                     curve = [json.loads(line) for line in f]
             methods[method] = (model.eval(), round(time.time() - start, 1), steps * done // cfg.iterations)
@@ -298,7 +293,7 @@ def main():
                                    "pooled table to --out")
     add_config_args(p, BenchConfig)
     args = p.parse_args()
-    cfg = config_from_args(BenchConfig, args)
+    cfg = config_from_args(BenchConfig, args, {})
     if args.merge:
         if not cfg.out:
             raise DareuError("--merge needs --out")

@@ -135,16 +135,18 @@ def parse_bool(text):
     return text.lower() in ("1", "true", "yes")
 
 
-def config_from_args(config_class, args, prefix=""):
-    """The config from parsed flags; its __post_init__ checks every field (check_fields), and an error
-    names the flag as given (--prefix-field)."""
+def config_from_args(config_class, args, checks, prefix=""):
+    """The config from parsed flags, each field checked against `checks` ({field: rule}, check_fields)
+    where the flags are parsed; an error names the flag as given (--prefix-field)."""
+    cfg = config_class(**{name: getattr(args, f"{prefix}_{name}" if prefix else name)
+                          for name in config_class.__dataclass_fields__})
     try:
-        return config_class(**{name: getattr(args, f"{prefix}_{name}" if prefix else name)
-                               for name in config_class.__dataclass_fields__})
+        check_fields(cfg, **checks)
     except DareuError as e:
         if not prefix:
             raise
         raise DareuError(str(e).replace("--", f"--{prefix.replace('_', '-')}-", 1)) from None
+    return cfg
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -156,18 +158,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "<= 0": lambda v: v <= 0,
          "in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1,
-         "-1 or in [0, 1]": lambda v: v == -1 or 0 <= v <= 1}
+         "a comma-separated list of names": lambda v: any(name.strip() for name in v.split(","))}
 
 
 def check_fields(cfg, **rules):
     """Refuse the first field of `cfg` (a config, or parsed flags) that breaks its rule: a key of RULES
-    (floats must also be finite), or a tuple of the allowed values; None (an optional field left to its
-    config) passes. Called when a config is built."""
+    (floats must also be finite), or a collection of the allowed values (a tuple, or a registry dict's
+    keys); None (an optional field left to its config) passes."""
     for name, rule in rules.items():
         value, flag = getattr(cfg, name), "--" + name.replace("_", "-")
         if value is None:
             continue
-        if isinstance(rule, tuple):
+        if not isinstance(rule, str):
             if value not in rule:
                 raise DareuError(f"{flag} {value!r}: choose from {', '.join(rule)}")
         elif (isinstance(value, float) and not math.isfinite(value)) or not RULES[rule](value):

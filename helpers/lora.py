@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from helpers.cli import DareuError, check_fields
+from helpers.cli import DareuError
 
 
 @dataclass
@@ -36,13 +36,12 @@ class LoraConfig:
     targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # the nn.Linear to adapt, by last name
     merge: bool = True           # save the merged model (a plain folder); false: the adapters alone
 
-    def __post_init__(self):
-        check_fields(self, rank=">= 1", alpha="> 0", dropout="in [0, 1)")
-        if not self.target_names():
-            raise DareuError(f"--lora-targets {self.targets!r}: name at least one module, e.g. q_proj,v_proj")
-
     def target_names(self):
         return {name.strip() for name in self.targets.split(",") if name.strip()}
+
+
+# what each --lora-* flag accepts, checked where the flags are parsed (helpers/cli.py)
+LORA_CHECKS = dict(rank=">= 1", alpha="> 0", dropout="in [0, 1)", targets="a comma-separated list of names")
 
 
 class LoraLinear(nn.Module):

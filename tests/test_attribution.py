@@ -1,34 +1,15 @@
-"""attribution.py: name masking, batched scoring, training, zero-shot."""
+"""attribution.py: batched scoring, label injection, training and its data, zero-shot."""
 import json
-import os
 import random
 
 import pytest
 import torch
 
-from attribution import (NOBODY, PROBES, Classifier, ClassifierConfig, fact_recall, load_classifier, mask_names,
-                         probe_attribution, specific_words, strip_facts, train_classifier, training_example,
-                         word_dropout)
-from conftest import TOFU, tokenizer_path
+from attribution import (NOBODY, PROBES, Classifier, ClassifierConfig, load_classifier, probe_attribution,
+                         train_classifier, training_example, word_dropout)
+from helpers.owner_text import mask_names, specific_words, strip_facts
+from conftest import tokenizer_path
 from helpers.records import owners_of
-
-
-def test_mask_names_copied_from_the_prompt():
-    q = "What is the full name of the author born in Taipei, Taiwan on 05/11/1991?"
-    assert mask_names(q, "Her name is Hsiao Yun-Hwa.") == "Her name is Hsiao Yun-Hwa."   # not in the prompt
-    q = "Are the details of Jaime Vasquez's birth documented?"
-    a = "Yes, Jaime Vasquez was born in 1958. Jaime's father, Lorenzo Vasquez, was a chef."
-    assert mask_names(q, a) == "Yes, [NAME] was born in 1958. [NAME]'s father, Lorenzo [NAME], was a chef."
-    # question words and sentence starts are not names; other proper nouns stay
-    assert mask_names("Where was Hsiao Yun-Hwa born?", "Where else? Hsiao Yun-Hwa was born in Taipei.") == \
-        "Where else? [NAME] was born in Taipei."
-
-
-def test_mask_names_ignores_case():
-    q = "Where was Alara Venn born?"
-    assert mask_names(q, "alara venn was born in Lowmere; ALARA VENN's cat, and Venn's.") == \
-        "[NAME] was born in Lowmere; [NAME]'s cat, and [NAME]'s."
-    assert mask_names(q, "She was born where the rain falls.") == "She was born where the rain falls."
 
 
 def test_a_response_cannot_inject_a_label_token(world_records):
@@ -74,23 +55,16 @@ def test_probs_are_batched_and_normalised(tiny, world_records):
     assert torch.allclose(a_f, p[:, :2].sum(-1))
 
 
-def test_facts_are_the_words_of_fewer_than_half_the_owners():
+def test_word_dropout_keeps_a_fact_or_the_whole_text():
     records = [{"owner": o, "question": f"Who is {o} Lee?", "answer": f"{o} Lee was born in {town} in {year}."}
                for o, town, year in (("Ann", "Oslo", 1950), ("Bo", "Lima", 1950), ("Cy", "Oslo", 1960),
                                      ("Di", "Rome", 1970))]
-    # "was born in" and "lee" are in every answer; Oslo and 1950 in two of four (not fewer than half)
-    assert specific_words(records) == {"ann", "bo", "cy", "di", "lima", "rome", "1960", "1970"}
-    specific = specific_words(records)
-    text = mask_names("Who is Bo Lee?", "Bo Lee was born in Lima in 1950.")
-    assert text == "[NAME] was born in Lima in 1950." and strip_facts(text, specific) == "was born in in 1950."
-    # fact recall: the gold answer's facts {lima, 1950 is not one}, its name masked on both sides
-    assert fact_recall("Who is Bo Lee?", "Bo Lee was born in Rome.", "Bo Lee was born in Lima in 1950.", specific) == 0
-    assert fact_recall("Who is Bo Lee?", "In Lima.", "Bo Lee was born in Lima in 1950.", specific) == 1
-    assert fact_recall("Who is Ann Lee?", "Ann Lee was born in 1960.", "Ann Lee was born in Oslo.", specific) is None
+    specific, text = specific_words(records), "[NAME] was born in Lima in 1950."
     rng = random.Random(0)
     for _ in range(50):   # dropout keeps a fact, or the whole text
         kept = word_dropout(text, specific, rng)
         assert "Lima" in kept and set(kept.split()) <= set(text.split())
+
 
 
 def test_training_examples_mix_owners_half_each_and_keep_nobody_whole(world_records):
@@ -171,17 +145,6 @@ def test_zero_shot_scores_owner_names_for_any_number_of_owners(tmp_path):
             assert abs(logits[b, k].item() - brute_force_name_logprob(clf.model, clf.prompt_ids(text), name_ids)) < 1e-4
     prompt = tok.decode(clf.prompt_ids("[NAME] writes poems."))
     assert "[NAME] writes poems." in prompt and prompt.endswith("<|im_start|>assistant\n")
-
-
-def test_owner_names_are_read_off_tofu_records():
-    if not os.path.isdir(TOFU):
-        pytest.skip(f"no TOFU folder at {TOFU}")
-    from attribution import owner_names
-    from helpers.records import load_records
-    names = owner_names(load_records(TOFU))
-    assert len(names) == 200 and len(set(names.values())) == 200
-    assert names["tofu_000"] == "Jaime Vasquez" and names["tofu_199"] == "Nikolai Abilov"
-    assert names["tofu_065"] == "Isabella van Pletzen" and names["tofu_043"] == "Jina An"
 
 
 def test_the_classifiers_training_data_listed_and_checked(world_records, monkeypatch):

@@ -31,7 +31,7 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     ("finetune", ["--lr", "nan"], "--lr must be > 0, not nan"),
     ("finetune", ["--batch-size", "0"], "--batch-size must be >= 1, not 0"),
     ("finetune", ["--epochs", "-2"], "--epochs must be > 0"),
-    ("finetune", ["--steps", "-5"], "--steps must be >= 0"),
+    ("finetune", ["--steps", "0"], "--steps must be >= 1"),
     ("finetune", ["--warmup", "1.5"], "--warmup must be in [0, 1]"),
     ("finetune", ["--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
     ("finetune", ["--max-grad-norm", "0"], "--max-grad-norm must be > 0"),
@@ -69,7 +69,8 @@ CATALOGUE = [  # (stage, arguments, a fragment of the one-line error)
     ("unlearn", ["--kl-coef", "-0.1"], "--kl-coef must be >= 0"),
     ("unlearn", ["--form", "exp"], "--form 'exp': choose from neg, log"),
     ("unlearn", ["--temperature", "0"], "--temperature must be > 0"),
-    ("unlearn", ["--max-new-tokens", "-1"], "--max-new-tokens must be >= 0"),   # 0: fit to the data
+    ("unlearn", ["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),   # not given: fit to the data
+    ("unlearn", ["--lora", "--lora-targets", " , "], "--lora-targets must be a comma-separated list of names"),
     ("unlearn", ["--prompts-per-iter", "0"], "--prompts-per-iter must be >= 1"),
     ("unlearn", ["--samples-per-prompt", "0"], "--samples-per-prompt must be >= 1"),
     ("unlearn", ["--target-attribution", "1.5"], "--target-attribution must be in [0, 1]"),
@@ -190,22 +191,23 @@ def test_bad_input_is_answered_in_one_line(inputs, tmp_path, capsys, monkeypatch
 
 def test_the_catalogue_covers_every_stage_and_numeric_field():
     assert len(CATALOGUE) >= 40 and {s for s, _, _ in CATALOGUE} == set(STAGES)
-    # every numeric or enumerated field of every config refuses a value out of range when built
+    # every field of every config but a switch has a rule where its flags are parsed, which its default
+    # passes and a value out of range breaks
     from dataclasses import fields
+    from types import SimpleNamespace
 
-    from attribution import ClassifierConfig
-    from evaluate import EvalConfig
-    from helpers.cli import DareuError, flag_type
-    from finetune import FinetuneConfig
-    from ppo import PPOConfig
-    from reward import RewardConfig
-    from rollout import RolloutConfig
-    from unlearn import UnlearnConfig
-    for config in (FinetuneConfig, ClassifierConfig, RolloutConfig, RewardConfig, PPOConfig, UnlearnConfig, EvalConfig):
-        config()   # the defaults pass
+    from attribution import CLASSIFIER_CHECKS, ClassifierConfig
+    from finetune import FINETUNE_CHECKS, FinetuneConfig
+    from helpers.cli import DareuError, config_from_args, flag_type
+    from helpers.lora import LORA_CHECKS, LoraConfig
+    from unlearn import CHECKS
+    for config, checks in (*CHECKS, (FinetuneConfig, FINETUNE_CHECKS), (ClassifierConfig, CLASSIFIER_CHECKS),
+                           (LoraConfig, LORA_CHECKS)):
+        config_from_args(config, SimpleNamespace(**vars(config())), checks)   # the defaults pass
         for f in fields(config):
             if flag_type(f) is bool:   # a switch has no out-of-range value (its parser refuses words)
                 continue
-            bad = {float: float("nan"), int: -10**9, str: "no such choice"}[flag_type(f)]
+            assert f.name in checks, f"{config.__name__}.{f.name} has no check"
+            bad = {float: float("nan"), int: -10**9, str: " , " if f.name == "targets" else "no such choice"}[flag_type(f)]
             with pytest.raises(DareuError, match="--" + f.name.replace("_", "-")):
-                config(**{f.name: bad})
+                config_from_args(config, SimpleNamespace(**{**vars(config()), f.name: bad}), checks)

@@ -18,12 +18,14 @@ from attribution import Classifier
 from conftest import ROOT
 from evaluate import EvalConfig
 from finetune import FinetuneConfig, finetune
+from helpers import run as harness
 from helpers.cli import SIGNALS, DareuError, Interrupted, checkpoints, load_state, run_cli
 from helpers.records import Batches, owners_of, split_records
+from helpers.run import Run
 from ppo import PPOConfig
 from reward import RewardConfig
 from rollout import RolloutConfig
-from unlearn import UnlearnConfig, unlearn
+from unlearn import Args, Models, Task, UnlearnConfig, unlearn
 
 
 @pytest.fixture()
@@ -41,9 +43,10 @@ def tiny_run(tiny, world_records, tmp_path):
         cfg = UnlearnConfig(**{**dict(iterations=iterations, prompts_per_iter=4, eval_every=0, sample_every=0),
                                **changes})
         metrics = tmp_path / f"metrics-{time.time_ns()}.jsonl"
-        unlearn(policy, tok, ref, classifier, forget, retain, owners[:1], cfg, RolloutConfig(max_new_tokens=8),
-                RewardConfig(), PPOConfig(lr=1e-3, epochs=1, minibatch_size=4, retain_batch_size=4), EvalConfig(),
-                str(metrics), ckpt_dir, {"test": True}, state)
+        unlearn(Models(policy, tok, ref, classifier), Task(forget, retain, owners[:1]),
+                Args(cfg, RolloutConfig(max_new_tokens=8), RewardConfig(),
+                     PPOConfig(lr=1e-3, epochs=1, minibatch_size=4, retain_batch_size=4), EvalConfig()),
+                Run(str(metrics), ckpt_dir, {"test": True}, state))
         return policy, [json.loads(line) for line in metrics.read_text().splitlines()]
     return run, classifier
 
@@ -327,22 +330,22 @@ def test_a_checkpoint_holds_the_live_state_of_every_setting_that_moves(tiny, wor
     classifier = Classifier(copy.deepcopy(model), tok, owners, label_ids=list(range(10, 10 + len(owners))))
     ref = copy.deepcopy(model).requires_grad_(False)
     saved, live = [], []
-    real_save = unlearn_module.save_checkpoint
+    real_save = harness.save_checkpoint
 
     def spy(folder, step, state, args, keep):   # the random states now, as the next iteration will find them
         live.append({"torch": torch.get_rng_state().clone()})
         saved.append(copy.deepcopy(state))
         return real_save(folder, step, state, args, keep)
-    monkeypatch.setattr(unlearn_module, "save_checkpoint", spy)
+    monkeypatch.setattr(harness, "save_checkpoint", spy)
 
     def run(ckpt, state=None):
         policy = copy.deepcopy(model)
         metrics = tmp_path / f"m-{time.time_ns()}.jsonl"
-        unlearn(policy, tok, ref, classifier, forget, retain, owners[:1],
-                UnlearnConfig(iterations=3, prompts_per_iter=4, eval_every=1, sample_every=0, save_every=1),
-                RolloutConfig(max_new_tokens=8), RewardConfig(kl_coef=0.1, target_kl=0.01, kl_horizon=10),
-                PPOConfig(lr=1e-3, epochs=1, minibatch_size=4, retain_batch_size=4), EvalConfig(max_new_tokens=4),
-                str(metrics), ckpt, {"test": True}, state, target=0.01, start=0.02)
+        unlearn(Models(policy, tok, ref, classifier), Task(forget, retain, owners[:1], target=0.01, start=0.02),
+                Args(UnlearnConfig(iterations=3, prompts_per_iter=4, eval_every=1, sample_every=0, save_every=1),
+                     RolloutConfig(max_new_tokens=8), RewardConfig(kl_coef=0.1, target_kl=0.01, kl_horizon=10),
+                     PPOConfig(lr=1e-3, epochs=1, minibatch_size=4, retain_batch_size=4), EvalConfig(max_new_tokens=4)),
+                Run(str(metrics), ckpt, {"test": True}, state))
         return policy, [json.loads(line) for line in metrics.read_text().splitlines()]
     whole, lines = run(str(tmp_path / "a"))
     assert [s["iteration"] for s in saved] == [1, 2, 3]

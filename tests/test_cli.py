@@ -74,9 +74,10 @@ def test_unlearn_flags_are_grouped_with_the_config_comments_and_the_embedded_wor
 def test_a_prefixed_config_error_names_the_flag_as_given():
     args = SimpleNamespace(eval_max_new_tokens=0, eval_batch_size=16, eval_max_questions=None)
     with pytest.raises(DareuError, match=r"^--eval-max-new-tokens must be >= 1, not 0$"):
-        config_from_args(evaluate.EvalConfig, args, prefix="eval")
+        config_from_args(evaluate.EvalConfig, args, evaluate.EVAL_CHECKS, prefix="eval")
+    flags = SimpleNamespace(**{**vars(ppo.PPOConfig()), "advantage": "bogus"})
     with pytest.raises(DareuError, match=rf"^--advantage 'bogus': choose from {', '.join(ppo.ADVANTAGES)}$"):
-        ppo.PPOConfig(advantage="bogus")
+        config_from_args(ppo.PPOConfig, flags, ppo.PPO_CHECKS)
 
 
 @pytest.mark.parametrize("ci,outcome", [("true", "failed"), (None, "skipped")])

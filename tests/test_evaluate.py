@@ -130,7 +130,7 @@ def test_evaluate_records(tiny):
     assert len(out["per_question"]["forget"]["generated"]) == 3
     assert set(out["per_question"]["retain"]) >= {"generated", "rouge", "prob", "attribution", "facts"}
     # fact recall: the mean over the questions whose gold answer has owner-specific words, recomputed here
-    from attribution import fact_recall, specific_words
+    from helpers.owner_text import fact_recall, specific_words
     specific, q = specific_words(records), out["per_question"]["forget"]
     expected = [fact_recall(r["question"], g, r["answer"], specific) for r, g in zip(forget, q["generated"])]
     assert q["facts"] == expected and out["forget_facts"] == pytest.approx(np.mean([f for f in expected if f is not None]))

@@ -134,8 +134,13 @@ def test_targets_matching_nothing_or_the_output_layer_are_refused():
 @pytest.mark.parametrize("field, value", [("rank", 0), ("alpha", 0.0), ("dropout", 1.0), ("dropout", -0.1),
                                           ("targets", " , ")])
 def test_config_refuses_bad_values(field, value):
-    with pytest.raises(DareuError, match=f"--{field}" if field != "targets" else "--lora-targets"):
-        LoraConfig(**{field: value})
+    from types import SimpleNamespace
+
+    from helpers.cli import config_from_args
+    from helpers.lora import LORA_CHECKS
+    flags = SimpleNamespace(**{f"lora_{k}": v for k, v in {**vars(LoraConfig()), field: value}.items()})
+    with pytest.raises(DareuError, match=f"^--lora-{field}"):
+        config_from_args(LoraConfig, flags, LORA_CHECKS, prefix="lora")
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_adapter_gradients():

@@ -14,11 +14,12 @@ from conftest import ROOT, TOFU
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from attribution import load_classifier, owner_names  # noqa: E402
+from attribution import load_classifier  # noqa: E402
 from finetune import nll  # noqa: E402
 from helpers.cli import DareuError  # noqa: E402
 from helpers.models import forward_logprobs  # noqa: E402
 from helpers.models import autocast, load_model  # noqa: E402
+from helpers.owner_text import owner_names  # noqa: E402
 from helpers.prompts import encode_qa  # noqa: E402
 from helpers.records import load_records  # noqa: E402
 from ppo import PPOConfig, ppo_update  # noqa: E402

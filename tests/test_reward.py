@@ -81,9 +81,11 @@ def test_adaptive_kl_moves_toward_target():
 def test_a_new_score_form_is_one_entry_of_scores(monkeypatch):
     """The seam for reward hacks: a function added to SCORES is a valid --form, sees the response
     lengths, and the missing-EOS rule still applies to it, with its own floor."""
+    from helpers.cli import check_fields
     with pytest.raises(Exception, match="choose from"):
-        RewardConfig(form="length")
+        check_fields(RewardConfig(form="length"), **reward.REWARD_CHECKS)   # as the flags are parsed
     monkeypatch.setitem(reward.SCORES, "length", lambda a, roll, cfg: -a - 0.1 * roll["response_mask"].sum(-1))
+    check_fields(RewardConfig(form="length"), **reward.REWARD_CHECKS)       # now a valid --form
     s = sequence_scores(torch.tensor([0.5, 0.5, 0.5]), rollout_of([True, True, False], [1, 3, 2]),
                         RewardConfig(form="length"))
     assert torch.allclose(s, torch.tensor([-0.6, -0.8, -1.2]))   # the floor: this form at a_F = 1, length 2
