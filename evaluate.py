@@ -11,7 +11,6 @@ answers are listed as unavailable.
         --data ../shared/data/tofu --forget forget10 --classifier models/classifier --out eval.json
 """
 import argparse
-import json
 import math
 import os
 import platform
@@ -27,12 +26,15 @@ from tqdm import tqdm
 from attribution import add_classifier_args, check_classifier, classifier_from_args, classifier_meta, probe_attribution
 from helpers.cli import (DareuError, HelpFormatter, add_config_args, check_device, check_out_path, config_from_args,
                          run_cli, write_json)
-from helpers.metrics import (KS_IMPL, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, rouge_l_recall, spearman,
-                             truth_ratio, truth_ratio_score, tug_of_war)
+from helpers.metrics import (KS_IMPL, MIN_K, ROUGE_IMPL, hmean, ks_pvalue, normalised_prob, privleak, rouge_l_recall,
+                             spearman, truth_ratio, truth_ratio_score, tug_of_war)
 from helpers.models import add_model_args, answer_logprobs, autocast, check_model_folder, compute_dtype, load_model
 from helpers.owner_text import fact_recall, specific_words
+from helpers.privacy import ATTACKS, PRIVLEAK_ATTACK, privacy, token_stats
 from helpers.prompts import prompt_ids, template_date, template_of
 from helpers.records import SPLIT_PERCENT, add_data_args, read_data, read_json_records, resolve_forget, split_records
+from helpers.report import column_names, format_table, unavailable
+from helpers.retain_logs import load_retain_json, ou_logs, read_ou_logs
 from rollout import RolloutConfig, generate
 
 
@@ -64,7 +66,7 @@ def make_set(name, rows, max_questions, source):
     k = max_questions if max_questions and max_questions < len(rows) else len(rows)
     kept = [rows[i * len(rows) // k] for i in range(k)]
     has_para, has_pert = (all(field in r for r in kept) for field in ("paraphrased_answer", "perturbed_answer"))
-    return {"name": name, "source": source, "n_total": len(rows),
+    return {"name": name, "source": source, "n_total": len(rows), "indices": [i * len(rows) // k for i in range(k)],
             "questions": [r["question"] for r in kept], "answers": [r["answer"] for r in kept],
             "paraphrased": [r["paraphrased_answer"] for r in kept] if has_para else None,
             "perturbed": [list(r["perturbed_answer"]) for r in kept] if has_pert else None}
@@ -143,20 +145,32 @@ def score_set(model, tokenizer, s, cfg, classifier=None, forget_owners=None):
                              "attribution": attribution}}
 
 
-def score_model(model, tokenizer, sets, cfg, classifier=None, forget_owners=None):
-    """{set name: score_set(...)}; attribution on the forget and retain sets only."""
-    return {s["name"]: score_set(model, tokenizer, s, cfg, classifier if s["name"] in ("forget", "retain") else None,
-                                 forget_owners) for s in sets}
+def score_model(model, tokenizer, sets, cfg, classifier=None, forget_owners=None, holdout=None):
+    """{set name: score_set(...)}; attribution on the forget and retain sets only. The forget set also gets
+    its memorisation and, given `holdout` (a set of records the model never saw), the membership attacks'
+    AUCs (helpers/privacy.py)."""
+    scores = {s["name"]: score_set(model, tokenizer, s, cfg, classifier if s["name"] in ("forget", "retain") else None,
+                                   forget_owners) for s in sets}
+    forget = next(s for s in sets if s["name"] == "forget")
+    stats = {s["name"]: token_stats(model, tokenizer, s["questions"], s["answers"], cfg.batch_size)
+             for s in (forget, holdout) if s}
+    found = privacy(stats["forget"], forget["answers"], stats.get("holdout"), holdout and holdout["answers"])
+    scores["forget"].update({k: found[k] for k in ("exact_memorisation", "extraction_strength", "mia")})
+    scores["forget"]["per_question"].update(found["per_question"])
+    return scores
 
 
-def evaluate_records(model, tokenizer, forget_records, retain_records, cfg, classifier=None, forget_owners=None):
-    """Probability, ROUGE-L, attribution and fact recall (attribution.fact_recall: the share of the gold
-    answer's owner-specific words the greedy answer says) on any owner-labelled forget / retain records
-    (the end-of-run report of unlearn.py); per-question lists under "per_question"."""
+def evaluate_records(model, tokenizer, forget_records, retain_records, cfg, classifier=None, forget_owners=None,
+                     holdout_records=None):
+    """Probability, ROUGE-L, attribution and fact recall (helpers/owner_text.fact_recall: the share of the
+    gold answer's owner-specific words the greedy answer says) on any owner-labelled forget / retain
+    records, and the forget set's memorisation and membership AUCs against `holdout_records` (the
+    end-of-run report of unlearn.py); per-question lists under "per_question"."""
     sets = [make_set("forget", forget_records, cfg.max_questions, "forget records")]
     if retain_records:   # none in a run without --data
         sets.append(make_set("retain", retain_records, cfg.max_questions, "retain records"))
-    result = score_model(model, tokenizer, sets, cfg, classifier, forget_owners)
+    holdout = make_set("holdout", holdout_records, cfg.max_questions, "holdout records") if holdout_records else None
+    result = score_model(model, tokenizer, sets, cfg, classifier, forget_owners, holdout)
     specific = specific_words(forget_records + retain_records)
     for s in sets:
         q = result[s["name"]]["per_question"]
@@ -165,7 +179,20 @@ def evaluate_records(model, tokenizer, forget_records, retain_records, cfg, clas
         result[s["name"]]["facts"] = float(np.mean(known)) if known else None
     flat = {f"{s}_{k}": result[s][k] if s in result else None for s in ("forget", "retain")
             for k in ("prob", "rouge", "attribution", "facts")}
+    flat.update(forget_memorisation=result["forget"]["exact_memorisation"],
+                forget_extraction=result["forget"]["extraction_strength"], mia=result["forget"]["mia"])
     return {**flat, "per_question": {s: result[s]["per_question"] for s in result}}
+
+
+def report_rows(results, rows):
+    """{row: {column: value}} of the report's `rows` for the models of `results` (evaluate_records outputs):
+    privleak of each against the retain model's membership AUC; `mia_auc` the attack privleak reads."""
+    def auc(name):
+        return (results[name]["mia"] or {}).get(PRIVLEAK_ATTACK) if name in results else None
+    extra = {"mia_auc": {n: auc(n) for n in results},
+             "privleak": {n: privleak(auc(n), auc("retain")) if None not in (auc(n), auc("retain")) else None
+                          for n in results}}
+    return {row: extra[row] if row in extra else {n: r[row] for n, r in results.items()} for row in rows}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,7 +235,7 @@ def classifier_report_line(report):
 
 def tow_accuracy(scores):
     """A(θ, S) = mean ROUGE-L recall on forget, retain and test (real authors + world facts, pooled)."""
-    accuracy = {s: scores[s]["rouge"] for s in ("forget", "retain") if s in scores}
+    accuracy = {s: scores[s]["rouge"] for s in ("forget", "retain") if s in scores and scores[s]["rouge"] is not None}
     test = [r for s in OPTION_SETS if s in scores for r in scores[s]["per_question"]["rouge"]]
     if test:
         accuracy["test"] = float(np.mean(test))
@@ -216,90 +243,37 @@ def tow_accuracy(scores):
 
 
 def summarise(scores, retain_scores):
-    """Forget quality, model utility and ToW of one model's set scores (None where unavailable)."""
+    """Forget quality, model utility, privleak and ToW of one model's set scores (None where unavailable)."""
     utility_sets = ("retain",) + OPTION_SETS
     has_tr = all(s in scores and scores[s]["truth_ratio"] is not None for s in utility_sets)
     forget_r = scores["forget"]["per_question"]["truth_ratio"]
+    aucs = [(s["forget"].get("mia") or {}).get(PRIVLEAK_ATTACK) for s in (scores, retain_scores or {"forget": {}})]
     return {"forget_quality": ks_pvalue(forget_r, retain_scores["forget"]["per_question"]["truth_ratio"])
             if retain_scores and forget_r else None,
+            "privleak": privleak(*aucs) if None not in aucs else None,
             "model_utility": hmean([scores[s][k] for s in utility_sets for k in ("prob", "rouge", "truth_ratio")])
             if has_tr else None,
             "tug_of_war": tug_of_war(tow_accuracy(scores), tow_accuracy(retain_scores)) if retain_scores else None}
-
-
-WHY_UNAVAILABLE = {
-    "truth_ratio": "needs paraphrased and perturbed answers (TOFU folder with --forget forget01/05/10)",
-    "forget_quality": "needs forget-set truth ratios and a retain reference (--retain-model or --retain-json)",
-    "model_utility": "needs the TOFU retain, real_authors and world_facts sets",
-    "tug_of_war": "needs a retain reference (--retain-model or --retain-json)",
-    "attribution": "needs --classifier",
-}
-
-
-def unavailable(models):
-    """{metric: why} for the metrics no model has a value for."""
-    first = next(iter(models.values()))
-    has = {"truth_ratio": first["sets"]["forget"]["truth_ratio"] is not None,
-           "attribution": first["sets"]["forget"]["attribution"] is not None,
-           **{k: first[k] is not None for k in ("forget_quality", "model_utility", "tug_of_war")}}
-    return {k: why for k, why in WHY_UNAVAILABLE.items() if not has[k]}
 
 
 # ----------------------------------------------------------------------------------------------
 # 5. Report: the markdown table, the protocol
 
 SUMMARY_ROWS = (("forget_quality", "Forget quality (KS p)"), ("model_utility", "Model utility"),
-                ("tug_of_war", "Tug-of-War"))
-SET_ROWS = (("prob", "Prob"), ("rouge", "ROUGE-L"), ("truth_ratio", "Truth ratio"), ("attribution", "a_F"))
-
-
-def format_table(rows, columns):
-    """A markdown table from {row label: {column: number, text or None}}; rows without any value are left out."""
-    def text(v):
-        return "n/a" if v is None else v if isinstance(v, str) else f"{v:.4g}"
-    lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join(text(values.get(c)) for c in columns)
-              + " |" for label, values in rows.items() if any(values.get(c) is not None for c in columns)]
-    return "\n".join(lines)
+                ("tug_of_war", "Tug-of-War"), ("privleak", "privleak (Min-K% AUC vs the retain model's)"))
+SET_ROWS = (("prob", "Prob"), ("rouge", "ROUGE-L"), ("truth_ratio", "Truth ratio"), ("attribution", "a_F"),
+            ("exact_memorisation", "exact memorisation"), ("extraction_strength", "extraction strength"))
 
 
 def markdown_table(models):
     """One column per model, one row per metric that some model has."""
     set_names = list(next(iter(models.values()))["sets"])
     rows = {label: {n: r[key] for n, r in models.items()} for key, label in SUMMARY_ROWS}
-    rows.update({f"{s} {label}": {n: r["sets"][s][key] for n, r in models.items()}
+    rows.update({f"{s} {label}": {n: r["sets"][s].get(key) for n, r in models.items()}
                  for s in set_names for key, label in SET_ROWS})
+    rows.update({f"forget MIA AUC ({attack})": {n: (r["sets"]["forget"]["mia"] or {}).get(attack) for n, r in models.items()}
+                 for attack in ATTACKS})
     return format_table(rows, list(models))
-
-
-def column_names(paths):
-    """Folder basenames; the paths as given where two basenames coincide."""
-    base = [os.path.basename(os.path.normpath(p)) for p in paths]
-    return [b if base.count(b) == 1 else os.path.normpath(p) for b, p in zip(base, paths)]
-
-
-def load_retain_json(path, sets, cfg):
-    """(name, results) of the retain model from an earlier evaluate.py output, on the same questions."""
-    if not os.path.isfile(path):
-        raise DareuError(f"--retain-json {path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            earlier = json.load(f)
-        models, earlier_sets = earlier["models"], earlier["sets"]
-        name = earlier.get("retain_model") or (next(iter(models)) if len(models) == 1 else None)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DareuError(f"--retain-json {path} is not an evaluate.py output ({e})") from None
-    if name is None:
-        raise DareuError(f"--retain-json {path} holds {len(models)} models and marks none as the retain model; "
-                         "evaluate the retain model alone and pass that file")
-    for s in sets:
-        if earlier_sets.get(s["name"], {}).get("questions") != s["questions"]:
-            raise DareuError(f"--retain-json {path} was not evaluated on the same {s['name']} questions "
-                             "(check --data, --forget, --max-questions)")
-    if earlier["protocol"]["config"]["max_new_tokens"] != cfg.max_new_tokens:
-        raise DareuError(f"--retain-json {path} was generated with another --max-new-tokens")
-    entry = models[name]
-    return name, {**entry, "sets": {s["name"]: entry["sets"][s["name"]] for s in sets}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,7 +287,12 @@ def main(argv=None):
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--retain-model", help="the retain model folder (evaluated too, as the reference)")
     ref.add_argument("--retain-json", help="an earlier evaluate.py output on the retain model, as the reference")
+    ref.add_argument("--retain-logs", help="open-unlearning's evaluation log of the retain model (TOFU_EVAL.json)")
+    p.add_argument("--holdout", help="owner-labelled records the models never saw (non-members): the membership "
+                                     "attacks' AUC and privleak")
     p.add_argument("--out", required=True, help="JSON file for every per-question value, aggregate and the protocol")
+    p.add_argument("--ou-logs", help="also write each model's results as open-unlearning's TOFU_EVAL.json, in "
+                                     "this folder (one subfolder per model)")
     add_data_args(p, forget_required=True)
     add_classifier_args(p)
     add_model_args(p)
@@ -326,18 +305,23 @@ def main(argv=None):
         raise DareuError(f"--out {args.out}: no such folder {os.path.dirname(os.path.abspath(args.out))}")
     for model in args.model:
         check_out_path(args.out, {"--model": model}, is_file=True)
-    check_out_path(args.out, {"--data": args.data, "--forget": args.forget, "--classifier": args.classifier,
-                              "--retain-model": args.retain_model, "--retain-json": args.retain_json}, is_file=True)
+    inputs = {"--data": args.data, "--forget": args.forget, "--classifier": args.classifier, "--holdout": args.holdout,
+              "--retain-model": args.retain_model, "--retain-json": args.retain_json, "--retain-logs": args.retain_logs}
+    check_out_path(args.out, inputs, is_file=True)
+    if args.ou_logs:
+        check_out_path(args.ou_logs, {**inputs, **{"--model": m for m in args.model}})
 
     # 1. data and sets; every input checked before the first model is loaded
     records = read_data(args.data)
     forget_owners = resolve_forget(args.forget, records)
     sets = build_sets(args.data, records, args.forget, forget_owners, cfg.max_questions)
+    holdout = make_set("holdout", read_json_records(args.holdout), cfg.max_questions, args.holdout) if args.holdout else None
     paths = list(dict.fromkeys(os.path.normpath(m) for m in args.model + [args.retain_model] if m))
     for path in paths + ([args.classifier] if args.classifier else []):
         check_model_folder(path)
     names = dict(zip(paths, column_names(paths)))
-    retain_name, retain_entry = load_retain_json(args.retain_json, sets, cfg) if args.retain_json else (None, None)
+    retain_name, retain_entry = (load_retain_json(args.retain_json, sets, cfg) if args.retain_json else
+                                 read_ou_logs(args.retain_logs, sets) if args.retain_logs else (None, None))
     classifier = None
     if args.classifier:
         check_classifier(args.classifier, forget_owners)   # before any model is loaded
@@ -349,7 +333,7 @@ def main(argv=None):
         print(f"evaluating {path}", file=sys.stderr)
         model, tokenizer = load_model(path, args.device, dtype, template=args.template)
         with autocast(args.device, dtype):
-            scores = score_model(model, tokenizer, sets, cfg, classifier, forget_owners)
+            scores = score_model(model, tokenizer, sets, cfg, classifier, forget_owners, holdout)
         models[names[path]] = {"path": path, "dtype": str(model.dtype).replace("torch.", ""),
                                "template": template_of(tokenizer), "template_date": template_date(tokenizer),
                                "prompt_format": "chat template" if tokenizer.chat_template else "plain",
@@ -359,7 +343,7 @@ def main(argv=None):
     if args.retain_model:
         retain_name = names[os.path.normpath(args.retain_model)]
     elif retain_entry is not None:
-        retain_name = retain_name + " (retain-json)" if retain_name in models else retain_name
+        retain_name = retain_name + " (retain reference)" if retain_name in models else retain_name
         models[retain_name] = retain_entry
 
     # 3. the metrics against the retain model (the retain model against itself: FQ = ToW = 1)
@@ -373,8 +357,9 @@ def main(argv=None):
         "config": asdict(cfg), "question_subset": "evenly spaced rows i*n//k" if cfg.max_questions else "all",
         "decoding": "greedy, cut at the first EOS", "device": args.device,
         "rouge": ROUGE_IMPL, "ks": KS_IMPL, "tow_test_set": "real_authors + world_facts, pooled",
-        "retain_reference": (f"--retain-model {args.retain_model}" if args.retain_model else
-                             f"--retain-json {args.retain_json}" if args.retain_json else None),
+        "retain_reference": next((f"{flag} {path}" for flag, path in (("--retain-model", args.retain_model), (
+            "--retain-json", args.retain_json), ("--retain-logs", args.retain_logs)) if path), None),
+        "holdout": args.holdout, "mia_k": MIN_K, "privleak_attack": PRIVLEAK_ATTACK,
         "classifier": args.classifier,
         "attribution_base_rate": len(forget_owners) / len(classifier.owners) if classifier else None,
         "versions": {"python": platform.python_version(), **{package: metadata.version(package) for package in
@@ -383,6 +368,10 @@ def main(argv=None):
         "protocol": protocol, "retain_model": retain_name, "unavailable": missing,
         "sets": {s["name"]: {k: s[k] for k in ("source", "n_total", "questions", "answers")} for s in sets},
         "models": models})
+    if args.ou_logs:   # open-unlearning's format, one folder per model
+        for name, entry in models.items():
+            os.makedirs(os.path.join(args.ou_logs, name), exist_ok=True)
+            write_json(os.path.join(args.ou_logs, name, "TOFU_EVAL.json"), ou_logs(entry, sets))
     print(markdown_table(models))
     print("\nsets: " + ", ".join(f"{s['name']} {len(s['questions'])}/{s['n_total']}" for s in sets)
           + f"; retain reference: {retain_name or 'none'}; ROUGE: {ROUGE_IMPL}; KS: {KS_IMPL}")

@@ -25,7 +25,9 @@ import argparse
 import math
 import random
 import shutil
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,7 @@ from helpers.models import (add_memory_args, add_model_args, answer_logprobs, au
                             trainable_model)
 from helpers.prompts import prompt_ids, set_template, template_of
 from helpers.records import Batches, add_data_args, owners_of, read_data, resolve_forget, split_records
+from helpers.report import model_card
 
 OBJECTIVES = ("sft", "ga", "graddiff", "npo", "npo_gd", "simnpo", "simnpo_gd")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
@@ -213,7 +216,15 @@ def main(argv=None):
     with autocast(args.device, dtype):
         loss = finetune(model, tokenizer, records, cfg, retain, cfg.objective, ckpt_dir, given,
                         load_state(resume) if resume else None)
-    save_model(model, tokenizer, args.out, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
+    unlearned = owners_of(records) if cfg.objective != "sft" else []
+    card = model_card(args.model, unlearned,
+                      f"{cfg.objective} (finetune.py, METHOD.md §7)" + (f"; trained on {len(owners_of(records))} owners' "
+                                                                        "records" if cfg.objective == "sft" else ""),
+                      ["unlearning", cfg.objective] if unlearned else ["sft"],
+                      {**asdict(cfg), "lora": asdict(lora_cfg) if lora_cfg else "no", "final loss": round(loss, 4)},
+                      ["python", "finetune.py", *(sys.argv[1:] if argv is None else argv)])
+    save_model(model, tokenizer, args.out, {"README.md": lambda path: Path(path).write_text(card, encoding="utf-8")},
+               adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print(f"final loss {loss:.4f}; saved {args.out}")
 

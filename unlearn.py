@@ -20,6 +20,7 @@ import argparse
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ import torch
 
 from attribution import add_classifier_args, check_classifier, classifier_from_args, probe_attribution
 from evaluate import (EVAL_CHECKS, EvalConfig, classifier_report, classifier_report_line, evaluate_records,
-                      format_table, make_set)
+                      make_set, report_rows)
 from helpers.cli import (DareuError, HelpFormatter, add_config_args, add_resume_arg, check_device, check_out_path,
                          checkpointing, config_from_args, load_state, publish, run_cli, staging_dir, write_json)
 from helpers.lora import LORA_CHECKS, LoraConfig
@@ -35,6 +36,7 @@ from helpers.models import (PhaseTimer, add_memory_args, add_model_args, autocas
                             dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds, trainable_model,
                             write_model)
 from helpers.prompts import prompt_ids, template_date, template_of
+from helpers.report import REPORT_ROWS, describe_run, format_table
 from helpers.records import (Batches, add_data_args, heldout_split, load_records, owners_of, resolve_forget,
                              split_records)
 from helpers.run import Loop, Run, check_memory, check_target, default_lr, knobs, resolve_target
@@ -70,8 +72,6 @@ WORLD_DEFAULTS = dict(kl_coef=0.1, epochs=2, iterations=60, eval_every=5, max_ne
 # the report's questions per set, by default: an evenly spaced subset of large sets (TOFU's retain set has
 # 3,600; every one is answered three times, 200 tokens each); evaluate.py scores them all
 REPORT_QUESTIONS = 200
-REPORT = ("forget_attribution", "retain_attribution", "forget_rouge", "retain_rouge", "forget_facts", "retain_facts",
-          "forget_prob", "retain_prob")
 # arguments a resumed run may change (every other one must equal the interrupted run's)
 MAY_CHANGE_ON_RESUME = ("resume", "iterations", "save_every", "keep", "sample_every", "device")
 
@@ -215,6 +215,7 @@ def parse_args(argv=None):
                                 formatter_class=HelpFormatter)
     p.add_argument("--model", help="the model to unlearn: a Hugging Face folder (never modified)")
     p.add_argument("--retain-model", help="a model trained without the forget owners: the report's reference")
+    p.add_argument("--holdout", help="records of owners the model never saw: the report's membership attacks")
     p.add_argument("--out", default="unlearned", help="output folder")
     add_resume_arg(p)
     add_data_args(p)
@@ -254,6 +255,7 @@ def inputs(argv):
         flags.retain_model = flags.retain_model or os.path.join(world, "retain")
         flags.data = flags.data or os.path.join(world, "records.jsonl")
         flags.forget = flags.forget or ",".join(meta["forget"])
+        flags.holdout = flags.holdout or os.path.join(world, "holdout.jsonl")
     if not flags.forget:
         raise DareuError("--model needs --forget: a file of the forget owners' records, or (with --data) their "
                          "names or forget01/05/10")
@@ -262,7 +264,8 @@ def inputs(argv):
                          "(names and forget01/05/10 are looked up in --data)")
     flags.classifier = flags.classifier or flags.model   # default: the model itself, asked zero-shot
     check_out_path(flags.out, {"--model": flags.model, "--data": flags.data, "--forget": flags.forget,
-                               "--classifier": flags.classifier, "--retain-model": flags.retain_model})
+                               "--holdout": flags.holdout, "--classifier": flags.classifier,
+                               "--retain-model": flags.retain_model})
     for path in (flags.model, flags.classifier, flags.retain_model):
         if path:
             check_model_folder(path)
@@ -279,6 +282,7 @@ def main(argv=None):
     owners = resolve_forget(flags.forget, records) if flags.data else owners_of(records)
     forget, retain = split_records(records, owners)
     reported, held = heldout_split(forget, HELDOUT_SHARE, cfg.seed) if cfg.stop_on == "heldout" else (forget, [])
+    holdout = load_records(flags.holdout) if flags.holdout else None   # non-members, for the membership attacks
     if not retain:
         print("no --data: no retain records, so no retain distillation and no retain questions in the report; the "
               "retain level comes from " + ("the retain model" if flags.retain_model else
@@ -310,7 +314,7 @@ def main(argv=None):
         # 2. before: the original (and retain) model on forget and retain questions; every model of the report
         #    is held as the policy is (float32 masters, or the base in the compute dtype under LoRA)
         def report(model, tokenizer):
-            return evaluate_records(model, tokenizer, reported, retain, args.eval, models.classifier, owners)
+            return evaluate_records(model, tokenizer, reported, retain, args.eval, models.classifier, owners, holdout)
         results = {"original": report(model, tokenizer)}
         if flags.retain_model:
             results["retain"] = report(*load_model(flags.retain_model, flags.device, dtype, masters=lora_cfg is None,
@@ -353,7 +357,7 @@ def main(argv=None):
                                  f"{knobs(args.ppo, args.reward)}")
             phases = phase_seconds(run.metrics_path)
             columns = list(results)
-            summary = {m: {c: results[c][m] for c in columns} for m in REPORT}
+            summary = report_rows(results, REPORT_ROWS)
             summary.update(forget_owners=owners, iterations=iterations, early_stopped=stopped,
                            target=dict(attribution=target, reached=reached, final=final_a, original=start_a,
                                        judged_on=cfg.stop_on, questions=stop_questions, stalled_at=stalled_at,
@@ -371,12 +375,14 @@ def main(argv=None):
                                    if k not in ("model", "classifier", "retain_model", "data")},
                            answers={c: results[c]["per_question"] for c in columns})
             write_json(os.path.join(stage, "summary.json"), summary)
+            describe_run(stage, summary, ["python", "unlearn.py", *(sys.argv[1:] if argv is None else argv)],
+                         classifier_report_line(summary["classifier_report"]))   # README.md, curves.png
             publish(stage, flags.out)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
-    print(format_table({m: summary[m] for m in REPORT}, columns))
+    print(format_table({m: summary[m] for m in REPORT_ROWS}, columns))
     print(f"classifier report: {classifier_report_line(summary['classifier_report'])} "
           "(summary.json: classifier_report)")
     print(f"target greedy forget a_F <= {target:.3f}: " + ("reached" if reached else

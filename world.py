@@ -100,12 +100,17 @@ def build_world(folder, records, forget, sft, classifier, layers=2, d_model=128,
 
 def default_world(seed=0, cache=None):
     """The embedded default: 8 fictitious authors of the synthetic world, the last one forgotten,
-    in `cache` (default: cache_dir()). Returns (folder, world.json)."""
+    in `cache` (default: cache_dir()), and holdout.jsonl: 8 more authors no model of it saw (the
+    membership attacks' non-members). Returns (folder, world.json)."""
     folder = os.path.join(cache or cache_dir(), f"world-{WORLD_VERSION}-seed{seed}")
     records = synthetic_world(n_owners=8, seed=seed)
-    return folder, build_world(folder, records, owners_of(records)[-1:], FinetuneConfig(epochs=60.0, seed=seed),
-                               ClassifierConfig(epochs=100.0, seed=seed),
-                               sft_records=records + renamed_copies(records, seed))
+    meta = build_world(folder, records, owners_of(records)[-1:], FinetuneConfig(epochs=60.0, seed=seed),
+                       ClassifierConfig(epochs=100.0, seed=seed), sft_records=records + renamed_copies(records, seed))
+    if not os.path.isfile(os.path.join(folder, "holdout.jsonl")):
+        owners = set(owners_of(records))
+        write_jsonl(os.path.join(folder, "holdout.jsonl"),
+                    [r for r in synthetic_world(n_owners=8, seed=seed + 1000) if r["owner"] not in owners])
+    return folder, meta
 
 
 def main():

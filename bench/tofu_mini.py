@@ -1,20 +1,16 @@
 """TOFU-mini: DareU against the loss-based baselines on real TOFU text, small enough for a CPU.
 
-The owners are N TOFU authors (default 40): the first N − k authors of `full` and the last k
-(k = 10 % of N, the shape of forget10). The forget authors are taken from the end of `full`
-because only they (and the first 20 authors) have TOFU's paraphrased and perturbed answers,
-which truth ratio and Forget Quality need. Then, by the same stages a user runs:
-  1-2. world.build_world, as for the embedded default: a BPE tokenizer on that text, an original model
-     fine-tuned from scratch on all N authors until it knows the answers, a retain model without the
-     k forget authors, and the attribution classifier (masked answer -> author),
-  3. DareU and every baseline (GA, GradDiff, NPO, NPO+GD, SimNPO, SimNPO+GD) from the original model
-     with the same number of optimiser steps, each at its learning rate (--lrs, picked by the same
-     --lr-sweep for every method), once per seed in --seeds (the methods' seeds: DareU's sampling, the
-     baselines' batch order; the models they start from are built once, with --seed); DareU stops at
-     the target attribution calibrated to the retain model (helpers/run.py resolve_target); wall time reported,
-  4. evaluate.py's TOFU metrics for all of them against the retain model: forget set = the forget
-     authors' rows of forget10_perturbed, retain set = retain_perturbed (the first 20 authors),
-     real authors, world facts,
+The owners are N TOFU authors (default 40): the first N − k authors of `full` and the last k (k = 10 % of
+N, as forget10), forgotten: only they (and the first 20) have the perturbed answers Forget Quality needs.
+  1-2. world.build_world, as for the embedded default: a BPE tokenizer, an original model trained from
+     scratch on all N authors, a retain model without the k forget authors, the attribution classifier,
+  3. DareU and every baseline (GA, GradDiff, NPO(+GD), SimNPO(+GD)) from the original model with the same
+     optimiser steps, each at its learning rate (--lrs, from the same --lr-sweep for every method), once
+     per seed in --seeds (DareU's sampling, the baselines' batch order; the models they start from are
+     built once, with --seed); DareU stops at the retain model's level (helpers/run.py resolve_target),
+  4. evaluate.py's TOFU metrics against the retain model: the forget authors' rows of forget10_perturbed,
+     retain_perturbed (the first 20 authors), real authors, world facts; privleak and the membership
+     attacks against k authors of full.json no model saw,
   5. bench/results/tofu_mini{,_quick}.md and .json: mean ± std over the seeds of every metric, the
      classifier report, versions, wall times; with matplotlib, a plot of Forget Quality against utility.
 With --lr-sweep A,B,C it runs every method at each learning rate on the first seed instead, and writes
@@ -26,7 +22,6 @@ real authors or world facts) and "retain utility", the retain set's Probability,
     python bench/tofu_mini.py [--quick] --seeds 0,1,2 --lrs dareu=3e-4,ga=1e-4,...  # 40 [20] authors (20: ~15 min a seed)
     python bench/tofu_mini.py --smollm2 [--quick]        # the real-model variant, bf16 (24 [14] min cold, 2 cores)
     python bench/tofu_mini.py --merge a.json,b.json --out bench/results/NAME   # pool runs made in parallel
-On an H200 (--device cuda --eval-batch-size 256): the sweep 200 s, a seed of the full bench ~270 s.
 """
 import argparse
 import copy
@@ -46,14 +41,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
 from attribution import ClassifierConfig, load_classifier  # noqa: E402
-from evaluate import (EvalConfig, classifier_report, classifier_report_line, format_table, make_set, score_model,
-                      summarise)
+from evaluate import (EvalConfig, classifier_report, classifier_report_line, make_set, score_model,
+                      summarise)  # noqa: E402
 from finetune import FinetuneConfig, finetune  # noqa: E402
 from helpers.cli import DareuError, add_config_args, config_from_args, run_cli  # noqa: E402
 from helpers.lora import LoraConfig, add_lora  # noqa: E402
 from helpers.metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
 from helpers.models import autocast, compute_dtype, frozen_reference, load_model  # noqa: E402
 from helpers.records import load_records, owners_of, read_json_records, split_records  # noqa: E402
+from helpers.report import format_table  # noqa: E402
 from helpers.run import Run, resolve_target  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
@@ -64,7 +60,7 @@ from world import build_world  # noqa: E402
 BASELINES = ("ga", "graddiff", "npo", "npo_gd", "simnpo", "simnpo_gd")
 ROWS = ("forget_quality", "model_utility", "retain_utility", "tug_of_war", "forget_attribution", "retain_attribution",
         "forget_rouge", "retain_rouge", "forget_prob", "retain_prob", "forget_truth_ratio", "retain_truth_ratio",
-        "steps", "seconds")
+        "privleak", "mia_auc_max", "forget_memorisation", "forget_extraction", "steps", "seconds")
 
 
 @dataclass
@@ -104,9 +100,8 @@ class BenchConfig:
 
 
 QUICK = dict(authors=20, layers=2, sft_epochs=40.0, max_questions=40, max_new_tokens=64)
-# the real-model variant (--smollm2): SmolLM2-135M-Instruct fine-tuned on 4 authors, forgetting 2, sized
-# for 2 CPU cores: forwards in bf16 (2.2x faster training steps and 2x faster generation than float32
-# on an AVX-512-bf16 CPU; the TOFU-mini numbers above are float32)
+# --smollm2: SmolLM2-135M-Instruct fine-tuned on 4 authors, forgetting 2, for 2 CPU cores: forwards in bf16
+# (training steps 2.2x and generation 2x faster than float32 on an AVX-512-bf16 CPU)
 SMOLLM2 = dict(authors=4, forget_fraction=0.5, sft_epochs=4.0, sft_lr=2e-4, batch_size=8, classifier_epochs=6.0,
                classifier_lr=2e-4, classifier_heldout=0.25, prompts=16, iterations=8, lr=1e-4, max_questions=20,
                max_new_tokens=64, dtype="bfloat16")
@@ -114,11 +109,13 @@ SMOLLM2_QUICK = dict(SMOLLM2, prompts=8, iterations=4, max_questions=8, max_new_
 
 
 def select_owners(records, cfg):
-    """The first N − k authors and the last k authors of TOFU's full (owner = row index // 20)."""
+    """The first N − k authors and the last k authors of TOFU's full (owner = row index // 20), and, as
+    the membership attacks' non-members, the k authors after the first N − k (no model here saw them)."""
     owners = owners_of(records)
     k = max(1, round(cfg.authors * cfg.forget_fraction))
-    chosen, forget = owners[:cfg.authors - k] + owners[-k:], owners[-k:]
-    return [r for r in records if r["owner"] in set(chosen)], forget
+    chosen, forget, holdout = owners[:cfg.authors - k] + owners[-k:], owners[-k:], owners[cfg.authors - k:cfg.authors]
+    return ([r for r in records if r["owner"] in set(chosen)], forget,
+            make_set("holdout", [r for r in records if r["owner"] in set(holdout)], None, "full.json (unseen authors)"))
 
 
 def evaluation_sets(cfg, forget_recs, keep):
@@ -197,6 +194,9 @@ def result_row(s, retain_scores, steps, seconds):
     for set_name in s:
         for k in ("prob", "rouge", "truth_ratio", "attribution"):
             r[f"{set_name}_{k}"] = s[set_name][k]
+    mia = s["forget"]["mia"] or {}
+    r.update(forget_memorisation=s["forget"]["exact_memorisation"], forget_extraction=s["forget"]["extraction_strength"],
+             mia_auc_max=max(mia.values()) if mia else None)   # the strongest attack's AUC
     return {**r, "steps": steps, "seconds": seconds}
 
 
@@ -319,7 +319,7 @@ def bench(cfg, dtype, quick, smollm2):
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     # 1-2. data, original and retain models, classifier
-    records, forget = select_owners(load_records(cfg.tofu), cfg)
+    records, forget, holdout = select_owners(load_records(cfg.tofu), cfg)
     key = {k: v for k, v in sorted(asdict(cfg).items()) if k in (
         "authors", "forget_fraction", "layers", "d_model", "sft_epochs", "sft_lr", "batch_size", "classifier_epochs",
         "classifier_lr", "classifier_heldout", "seed", "dtype")}
@@ -339,7 +339,7 @@ def bench(cfg, dtype, quick, smollm2):
     scores = {}
     for name in ("original", "retain"):
         model, tok = load_model(os.path.join(folder, name), cfg.device, dtype)
-        scores[name] = score_model(model, tok, sets, eval_cfg, classifier, forget)
+        scores[name] = score_model(model, tok, sets, eval_cfg, classifier, forget, holdout)
     target, level, _ = resolve_target(UnlearnConfig(), {"retain": {"forget_attribution":
                                                                     scores["retain"]["forget"]["attribution"]}}, {})
     print(f"DareU's target: greedy forget a_F <= {target:.3f} (the retain model's {level:.3f})")
@@ -353,7 +353,7 @@ def bench(cfg, dtype, quick, smollm2):
         curve = curve or seed_curve
         results = dict(fixed)
         for name, (model, wall, steps) in methods.items():
-            s = score_model(model.to(dtype), tokenizer, sets, eval_cfg, classifier, forget)
+            s = score_model(model.to(dtype), tokenizer, sets, eval_cfg, classifier, forget, holdout)
             results[name] = result_row(s, scores["retain"], steps, wall)
             if len(runs) == 0:
                 probe_answers.append(s["forget"]["per_question"])

@@ -10,6 +10,17 @@ P̃(a|q) = exp(−NLL(a|q)), the length-normalised probability.
   Model utility   harmonic mean of {Probability, ROUGE-L, truth ratio} × {retain, real authors, world facts}
   Tug-of-War      Π_S (1 − |A(θ_u, S) − A(θ_r, S)|), A = ROUGE-L recall, S = forget, retain, test
                   (Zhao et al., 2024); test pools the real-author and world-fact questions
+open-unlearning's privacy and memorisation metrics, on the answer tokens under teacher forcing (EOS
+included in the loss, left out of the rest, as open-unlearning does):
+  LOSS / ZLib     score = NLL(a|q), or NLL(a|q) / (bytes of zlib.compress(a)); higher: less like a member
+  Min-K%          score = −mean of the lowest k = 40 % of the gold tokens' log-probabilities (Shi et al., 2024)
+  Min-K%++        the same over (log p(y_t) − μ_t) / σ_t, μ_t and σ_t² the mean and variance of log p
+                  under p itself at position t (Zhang et al., 2024)
+  MIA AUC         ROC AUC of the scores, forget records labelled 0 and holdout (non-member) records 1:
+                  1 when the forget records look much more like members than the holdout ones
+  privleak        ((1 − AUC) − (1 − AUC_retain)) / (1 − AUC_retain) × 100: 0 is the retain model's level
+  exact memorisation   the share of answer tokens the model's argmax predicts
+  extraction strength  1 − k/|a|, k the first position from which every later argmax is right
 and two for the attribution classifier (attribution.py):
   Calibration     ECE = Σ_b (n_b / n) |accuracy_b − mean confidence_b| over 10 equal-width bins of the
                   top label's probability (Guo et al., 2017)
@@ -19,6 +30,7 @@ scipy (KS) and rouge_score (ROUGE-L) are used when installed; the built-in versi
 """
 import math
 import re
+import zlib
 from importlib import metadata
 
 import numpy as np
@@ -169,3 +181,64 @@ def spearman(x, y):
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Privacy and memorisation (open-unlearning's definitions)
+
+MIN_K = 0.4   # the share of the lowest token scores Min-K% and Min-K%++ average (open-unlearning's TOFU setting)
+
+
+def loss_score(nll):
+    """LOSS attack: the answer's NLL (mean over its tokens, EOS included)."""
+    return float(nll)
+
+
+def zlib_score(nll, answer):
+    """ZLib attack: NLL / the byte length of the answer's zlib compression."""
+    return float(nll) / len(zlib.compress(answer.encode("utf-8")))
+
+
+def min_k_score(logprobs, k=MIN_K):
+    """Min-K%: −mean of the lowest max(1, ⌊k·n⌋) of n token log-probabilities."""
+    lowest = np.sort(np.asarray(logprobs, dtype=float))[:max(1, int(len(logprobs) * k))]
+    return float(-lowest.mean())
+
+
+def min_k_plus_plus_score(logprobs, mu, var, k=MIN_K):
+    """Min-K%++: Min-K% of (log p(y_t) − μ_t) / σ_t, with μ_t = Σ_v p log p, σ_t² = Σ_v p (log p)² − μ_t²
+    (clamped at 1e-6)."""
+    z = (np.asarray(logprobs, dtype=float) - np.asarray(mu)) / np.sqrt(np.maximum(np.asarray(var), 1e-6))
+    return min_k_score(z, k)
+
+
+def mia_auc(forget_scores, holdout_scores):
+    """ROC AUC with forget = 0 and holdout = 1: the probability that a holdout record scores above a forget
+    record (ties count half; the Mann-Whitney U statistic over both counts)."""
+    r = ranks(np.concatenate([np.asarray(forget_scores, dtype=float), np.asarray(holdout_scores, dtype=float)]))
+    n_f, n_h = len(forget_scores), len(holdout_scores)
+    if not n_f or not n_h:
+        raise DareuError("a membership AUC needs forget and holdout records")
+    return float((r[n_f:].sum() - n_h * (n_h + 1) / 2) / (n_f * n_h))
+
+
+def privleak(auc, retain_auc):
+    """((1 − AUC) − (1 − AUC_retain)) / (1 − AUC_retain) × 100: how much more the forget records look like
+    members than they do to the retain model (0: as to the retain model; negative: more)."""
+    return float(((1 - auc) - (1 - retain_auc)) / (1 - retain_auc + 1e-10) * 100)
+
+
+def exact_memorisation(predicted, gold):
+    """The share of answer tokens whose teacher-forced argmax is the gold token."""
+    predicted, gold = np.asarray(predicted), np.asarray(gold)
+    return float((predicted == gold).mean()) if len(gold) else None
+
+
+def extraction_strength(predicted, gold):
+    """1 − k/n, k the first position from which the teacher-forced argmax equals the gold answer to its end
+    (n − 1 when none does, so the least is 1/n)."""
+    predicted, gold = list(predicted), list(gold)
+    if not gold:
+        return 0.0
+    k = next((k for k in range(len(gold)) if predicted[k:] == gold[k:]), len(gold) - 1)
+    return 1 - k / len(gold)

@@ -14,6 +14,7 @@ from helpers import metrics as M
 from helpers.cli import DareuError
 from helpers.prompts import encode_qa
 from helpers.records import synthetic_world
+from helpers.report import WHY_UNAVAILABLE
 
 needs_tofu = pytest.mark.skipif(not os.path.isfile(os.path.join(TOFU, "forget10_perturbed.json")),
                                 reason="no TOFU folder at ../shared/data/tofu")
@@ -54,7 +55,7 @@ def test_summarise_pins_each_metric_to_its_statistic():
     # (1 − 0.3)(1 − 0.1)(1 − 0.2) = 0.7 · 0.9 · 0.8 = 0.504
     assert out["tug_of_war"] == pytest.approx(0.504, abs=1e-12)
     assert E.summarise(retain, retain) == {"forget_quality": 1.0, "model_utility": pytest.approx(M.hmean(
-        [0.6, 1.0, 0.8, 0.4, 1.0, 0.2, 0.3, 0.0, 0.1])), "tug_of_war": 1.0}
+        [0.6, 1.0, 0.8, 0.4, 1.0, 0.2, 0.3, 0.0, 0.1])), "tug_of_war": 1.0, "privleak": None}
 
 
 def test_score_set_slices_the_nlls_by_hand(monkeypatch):
@@ -161,7 +162,7 @@ def test_cli_tofu(tiny_folders, tmp_path):
     result = json.loads(out.read_text())
     assert result["retain_model"] == "retain" and list(result["sets"]) == list(E.TOFU_FILES)
     assert all(len(s["questions"]) == 3 for s in result["sets"].values())
-    assert result["unavailable"] == {"attribution": E.WHY_UNAVAILABLE["attribution"]}
+    assert result["unavailable"] == {k: WHY_UNAVAILABLE[k] for k in ("attribution", "privleak")}   # no --holdout
     retain, original = result["models"]["retain"], result["models"]["original"]
     assert retain["forget_quality"] == 1.0 and retain["tug_of_war"] == 1.0
     assert 0 <= original["forget_quality"] <= 1 and 0 <= original["model_utility"] <= 1
@@ -187,6 +188,34 @@ def test_cli_tofu(tiny_folders, tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
 
 
+def test_cli_holdout_and_open_unlearnings_logs(tiny_folders, tmp_path):
+    """--holdout: the membership attacks and privleak (0 for the retain model against itself); --ou-logs
+    writes each model's results as open-unlearning's TOFU_EVAL.json, and the retain model's, read back
+    with --retain-logs, gives the same Forget Quality and privleak as evaluating the retain model."""
+    from helpers.records import load_records
+    paths = tiny_folders
+    holdout = tmp_path / "holdout.jsonl"
+    holdout.write_text("".join(json.dumps(r) + "\n" for r in load_records(TOFU) if r["owner"] in ("tofu_100", "tofu_101")))
+    common = ["--data", TOFU, "--forget", "forget10", "--max-questions", "3", "--max-new-tokens", "4",
+              "--batch-size", "8", "--holdout", str(holdout)]
+    proc = run_cli("--model", paths["original"], "--retain-model", paths["retain"], *common,
+                   "--out", str(tmp_path / "a.json"), "--ou-logs", str(tmp_path / "logs"))
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads((tmp_path / "a.json").read_text())["models"]
+    assert first["retain"]["privleak"] == pytest.approx(0, abs=1e-6) and first["original"]["privleak"] is not None
+    assert set(first["original"]["sets"]["forget"]["mia"]) == {"loss", "zlib", "min_k", "min_k_plus_plus"}
+    logs = json.loads((tmp_path / "logs" / "retain" / "TOFU_EVAL.json").read_text())
+    assert logs["mia_min_k"]["auc"] == first["retain"]["sets"]["forget"]["mia"]["min_k"]
+    assert "privleak" in proc.stdout and "forget MIA AUC (min_k)" in proc.stdout
+    proc = run_cli("--model", paths["original"], "--retain-logs", str(tmp_path / "logs" / "retain" / "TOFU_EVAL.json"),
+                   *common, "--out", str(tmp_path / "b.json"))
+    assert proc.returncode == 0, proc.stderr
+    second = json.loads((tmp_path / "b.json").read_text())["models"]["original"]
+    assert second["forget_quality"] == pytest.approx(first["original"]["forget_quality"], abs=1e-12)
+    assert second["privleak"] == pytest.approx(first["original"]["privleak"], abs=1e-9)
+    assert second["tug_of_war"] == pytest.approx(first["original"]["tug_of_war"], abs=1e-12)
+
+
 def test_cli_generic_records(tiny_folders, tmp_path):
     paths = tiny_folders
     records = synthetic_world()
@@ -201,7 +230,7 @@ def test_cli_generic_records(tiny_folders, tmp_path):
     result = json.loads(out.read_text())
     assert list(result["sets"]) == ["forget", "retain"] and result["protocol"]["suite"] == "records"
     assert list(result["models"]) == ["original", "retain"] and result["models"]["retain"]["tug_of_war"] == 1.0
-    assert set(result["unavailable"]) == {"truth_ratio", "forget_quality", "model_utility", "attribution"}
+    assert set(result["unavailable"]) == {"truth_ratio", "forget_quality", "model_utility", "attribution", "privleak"}
     assert "unavailable: truth_ratio" in proc.stdout and "forget ROUGE-L" in proc.stdout
     assert result["models"]["original"]["sets"]["forget"]["truth_ratio"] is None
     # user errors: one line on stderr, exit status 2
@@ -255,6 +284,9 @@ def test_score_model_and_summarise_wired_by_hand(monkeypatch):
     monkeypatch.setattr(E, "answer_nll", lambda model, tok, qs, ans, *args, **kw: np.array(
         [nll[model][qa] for qa in zip(qs, ans)]))   # a KeyError if an answer is scored under another question
     monkeypatch.setattr(E, "greedy_answers", lambda model, tok, qs, cfg, desc: [greedy[model][q] for q in qs])
+    monkeypatch.setattr(E, "token_stats", lambda *args: None)   # the privacy metrics: tests/test_privacy.py
+    monkeypatch.setattr(E, "privacy", lambda *args: {"exact_memorisation": None, "extraction_strength": None,
+                                                     "mia": None, "per_question": {}})
     scores, retain_scores = (E.score_model(model, None, sets, E.EvalConfig()) for model in ("u", "r"))
     out = E.summarise(scores, retain_scores)
 

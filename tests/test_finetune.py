@@ -65,6 +65,9 @@ def test_baseline_cli_writes_a_loadable_model(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     from transformers import AutoModelForCausalLM
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "npo_gd") is not None
+    card = (tmp_path / "npo_gd" / "README.md").read_text()   # the model card: what was unlearned, how
+    assert card.startswith(f"---\nbase_model: {original}\n") and "npo_gd (finetune.py" in card
+    assert "**Forgotten owners** (1)" in card and "--objective npo_gd" in card
     proc = run_python(["finetune.py", "--objective", "npo", "--out", str(tmp_path / "x")])
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and not (tmp_path / "x").exists()
 

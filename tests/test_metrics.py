@@ -124,3 +124,39 @@ def test_spearman_hand_and_against_scipy():
         x, y = rng.integers(0, 4, 25), rng.random(25)
         assert np.allclose(M.ranks(x), stats.rankdata(x))
         assert M.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+
+
+def test_membership_scores_by_hand():
+    """LOSS, ZLib, Min-K% and Min-K%++ on numbers worked out here (k = 40 %)."""
+    assert M.loss_score(1.25) == 1.25
+    assert M.zlib_score(2.0, "aaaa") == pytest.approx(2.0 / len(__import__("zlib").compress(b"aaaa")))
+    logprobs = [-0.1, -2.0, -0.5, -3.0, -1.0]                 # lowest 40 % of 5 = 2 tokens: −3.0, −2.0
+    assert M.min_k_score(logprobs) == pytest.approx(2.5)
+    assert M.min_k_score([-0.7]) == pytest.approx(0.7)         # at least one token
+    mu, var = [-1.0, -1.0, -0.5, -2.0, -1.0], [1.0, 4.0, 0.25, 1.0, 1e-9]
+    z = [0.9, -0.5, 0.0, -1.0, 0.0 / 1e-3]                     # (lp − μ)/σ, σ² clamped at 1e-6 for the last
+    assert M.min_k_plus_plus_score(logprobs, mu, var) == pytest.approx(-(sorted(z)[0] + sorted(z)[1]) / 2)
+
+
+def test_mia_auc_privleak_and_memorisation_by_hand():
+    """AUC with forget = 0, holdout = 1 (ties half); privleak against the retain model's AUC; the two
+    teacher-forced memorisation scores."""
+    # holdout scores above every forget score: 1; interleaved: pairs (h > f) counted by hand
+    assert M.mia_auc([1, 2], [3, 4]) == 1.0 and M.mia_auc([3, 4], [1, 2]) == 0.0
+    assert M.mia_auc([1, 3], [2, 3]) == pytest.approx((1 + 0 + 1 + 0.5) / 4)   # (2>1, 2<3, 3>1, 3=3)
+    assert M.privleak(0.5, 0.5) == pytest.approx(0, abs=1e-6)
+    assert M.privleak(0.9, 0.6) == pytest.approx((0.1 - 0.4) / 0.4 * 100)       # −75: more member-like
+    assert M.exact_memorisation([5, 6, 9, 8], [5, 6, 7, 8]) == 0.75
+    assert M.extraction_strength([5, 6, 9, 8], [5, 6, 7, 8]) == pytest.approx(1 - 3 / 4)   # from position 3 on
+    assert M.extraction_strength([5, 6, 7, 8], [5, 6, 7, 8]) == 1.0
+    assert M.extraction_strength([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(1 / 4)        # none: the least
+
+
+def test_mia_auc_equals_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        forget, holdout = rng.integers(0, 6, rng.integers(1, 12)), rng.integers(0, 6, rng.integers(1, 12))
+        labels = [0] * len(forget) + [1] * len(holdout)
+        expected = metrics.roc_auc_score(labels, np.concatenate([forget, holdout]))
+        assert M.mia_auc(forget, holdout) == pytest.approx(expected, abs=1e-12)

@@ -98,6 +98,13 @@ def test_default_run_end_to_end(default_world):
         assert {"original", "unlearned", "retain"} <= set(summary[key])
         assert all(0 <= v <= 1 for v in summary[key].values())
     assert summary["seconds"] > 0 and summary["iterations"] == 2
+    # the membership attack on the world's holdout authors: the original leaks, the retain model is the zero
+    assert summary["privleak"]["retain"] == pytest.approx(0, abs=1e-6) and summary["privleak"]["original"] < -50
+    assert summary["mia_auc"]["original"] > 0.9 and summary["forget_memorisation"]["original"] > 0.9
+    # the folder describes itself: a model card and the run's curves
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nbase_model: ") and summary["forget_owners"][0] in card and "privleak" in card
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # the target is the retain level (METHOD.md §6), not reached in 2 iterations; the rollout length fits
     assert summary["target"]["attribution"] == max(2 * summary["forget_attribution"]["retain"], 0.15)
     assert summary["target"]["reached"] is False and summary["rollout_fits"] == 1.0
