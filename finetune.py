@@ -36,11 +36,13 @@ from tqdm import tqdm
 from helpers.cli import (MAX_NONFINITE, SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args,
                          add_resume_arg, check_device, check_fields, check_out_path, checkpointing, checkpoints,
                          config_from_args, load_state, rng_state, run_cli, save_checkpoint, set_rng_state)
+from helpers.distributed import (all_sum, full, load_sharded, rank_and_size, save_sharded, shard, share, start,
+                                 write_whole)
 from helpers.lora import LORA_CHECKS, LoraConfig, lora_layers, lora_state_dict
 from helpers.models import (add_memory_args, add_model_args, answer_logprobs, autocast, check_model_folder,
                             compute_dtype, dropout_off, frozen_reference, save_model, tiny_model, train_tokenizer,
                             trainable_model)
-from helpers.prompts import prompt_ids, set_template, template_of
+from helpers.prompts import encode_qa, prompt_ids, set_template, template_of
 from helpers.records import Batches, add_data_args, owners_of, read_data, resolve_forget, split_records
 from helpers.report import model_card
 
@@ -74,9 +76,10 @@ FINETUNE_CHECKS = dict(objective=OBJECTIVES, epochs="> 0", steps=">= 1", batch_s
 
 
 def nll(model, tokenizer, batch):
-    """Mean negative log-likelihood over all answer tokens of the batch."""
-    logp, n = answer_logprobs(model, tokenizer, batch)
-    return -logp.sum() / n.sum()
+    """Mean negative log-likelihood over all answer tokens of the batch (several processes: this one's
+    share of the rows, over the answer tokens of them all)."""
+    logp, _ = answer_logprobs(model, tokenizer, share(batch))
+    return -logp.sum() / encode_qa(tokenizer, [r["question"] for r in batch], [r["answer"] for r in batch])[2].sum()
 
 
 def objective_loss(cfg, model, ref_model, tokenizer, batch, retain_batch):
@@ -86,14 +89,14 @@ def objective_loss(cfg, model, ref_model, tokenizer, batch, retain_batch):
         return nll(model, tokenizer, batch)
     if cfg.objective in ("ga", "graddiff"):
         loss = -nll(model, tokenizer, batch)
-    elif cfg.objective in ("npo", "npo_gd"):
-        logp, _ = answer_logprobs(model, tokenizer, batch)
+    elif cfg.objective in ("npo", "npo_gd"):   # (means over the whole batch's rows, as nll's)
+        logp, _ = answer_logprobs(model, tokenizer, share(batch))
         with torch.no_grad():
-            ref_logp, _ = answer_logprobs(ref_model, tokenizer, batch)
-        loss = -(2 / cfg.npo_beta) * F.logsigmoid(-cfg.npo_beta * (logp - ref_logp)).mean()
+            ref_logp, _ = answer_logprobs(ref_model, tokenizer, share(batch))
+        loss = -(2 / cfg.npo_beta) * F.logsigmoid(-cfg.npo_beta * (logp - ref_logp)).sum() / len(batch)
     else:  # simnpo, simnpo_gd
-        logp, n = answer_logprobs(model, tokenizer, batch)
-        loss = -(2 / cfg.simnpo_beta) * F.logsigmoid(-cfg.simnpo_beta * logp / n - cfg.simnpo_gamma).mean()
+        logp, n = answer_logprobs(model, tokenizer, share(batch))
+        loss = -(2 / cfg.simnpo_beta) * F.logsigmoid(-cfg.simnpo_beta * logp / n - cfg.simnpo_gamma).sum() / len(batch)
     if cfg.objective in ("graddiff", "npo_gd", "simnpo_gd"):
         loss = loss + nll(model, tokenizer, retain_batch)
     return loss
@@ -110,6 +113,10 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     ref_model = frozen_reference(model) if cfg.objective.startswith("npo") else None
+    size = rank_and_size()[1]
+    if size > 1:   # several processes (torchrun --fsdp): each keeps 1/N of the weights, and takes 1/N of each batch
+        for module in (model, *([ref_model] if ref_model is not None and not lora_layers(model) else [])):
+            shard(module)
     trainable = [p for p in model.parameters() if p.requires_grad]   # with LoRA, the adapters only
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * len(records) / cfg.batch_size))
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -122,22 +129,27 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
     dropout_off(model)   # as in rollout and evaluation (the tiny configs have none anyway)
     done, loss, bad_in_a_row = 0, None, 0
     if state is not None:   # resume: every piece of state the next step reads
-        model.load_state_dict(state["model"], strict=not lora_layers(model))
-        optimizer.load_state_dict(state["optimizer"])
+        if size > 1:   # the model's and AdamW's shards, then this process's own state
+            state = load_sharded(state, model, optimizer)
+        else:
+            model.load_state_dict(state["model"], strict=not lora_layers(model))
+            optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         set_rng_state(state["rng"], rng)
         stream.load_state(state["stream"])
         if retain_stream:
             retain_stream.load_state(state["retain_stream"])
         done, loss, bad_in_a_row = state["step"], state["loss"], state["nonfinite_in_a_row"]
-    bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, dynamic_ncols=True)
+    bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, dynamic_ncols=True,
+               disable=rank_and_size()[0] > 0)
     with SIGNALS.deferred():
         for step in bar:
             batch_loss = objective_loss(cfg, model, ref_model, tokenizer, next(stream),
                                         next(retain_stream) if retain_stream else None)
             optimizer.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            (batch_loss * size).backward()   # FSDP averages the processes' gradients: their sum is the batch's
+            grad_norm = full(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
+            batch_loss = all_sum(batch_loss.detach())   # the whole batch's loss
             if torch.isfinite(batch_loss) and torch.isfinite(grad_norm):
                 optimizer.step()
                 bad_in_a_row = 0
@@ -151,12 +163,15 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
             loss = batch_loss.item()
             bar.set_postfix(loss=f"{loss:.3f}")
             if ckpt_dir and ((cfg.save_every and (step % cfg.save_every == 0 or step == steps)) or SIGNALS.received):
-                save_checkpoint(ckpt_dir, step, {
-                    "model": lora_state_dict(model) if lora_layers(model) else model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "rng": rng_state(rng), "stream": stream.state(),
-                    "retain_stream": retain_stream.state() if retain_stream else None, "step": step, "loss": loss,
-                    "nonfinite_in_a_row": bad_in_a_row},
-                    args, cfg.keep)
+                own = {"schedule": schedule.state_dict(), "rng": rng_state(rng), "stream": stream.state(),
+                       "retain_stream": retain_stream.state() if retain_stream else None, "step": step, "loss": loss,
+                       "nonfinite_in_a_row": bad_in_a_row}
+                if size > 1:
+                    save_sharded(ckpt_dir, step, model, optimizer, own, args, cfg.keep)
+                else:
+                    save_checkpoint(ckpt_dir, step, {"model": lora_state_dict(model) if lora_layers(model) else
+                                                     model.state_dict(), "optimizer": optimizer.state_dict(), **own},
+                                    args, cfg.keep)
             if SIGNALS.received:
                 raise Interrupted(SIGNALS.received)
     return loss
@@ -194,6 +209,11 @@ def main(argv=None):
         check_model_folder(args.model)
     given = dict(vars(args))   # the arguments as given, saved with each checkpoint
     ckpt_dir, resume = checkpointing("finetune.py", argv, args, MAY_CHANGE_ON_RESUME)
+    if args.fsdp:   # several processes (torchrun): each keeps 1/N of the weights and takes 1/N of every batch
+        args.device = start(args.device)
+        if cfg.batch_size % rank_and_size()[1]:
+            raise DareuError(f"--fsdp over {rank_and_size()[1]} processes: --batch-size {cfg.batch_size} is not a "
+                             "multiple of it")
     records = read_data(args.data)
     all_texts = [r["question"] + " " + r["answer"] for r in records]   # the tokenizer sees every owner
     retain = None
@@ -215,7 +235,7 @@ def main(argv=None):
           f"{template_of(tokenizer)}, e.g. {tokenizer.decode(prompt_ids(tokenizer, records[0]['question']))!r}")
     with autocast(args.device, dtype):
         loss = finetune(model, tokenizer, records, cfg, retain, cfg.objective, ckpt_dir, given,
-                        load_state(resume) if resume else None)
+                        (resume if args.fsdp else load_state(resume)) if resume else None)
     unlearned = owners_of(records) if cfg.objective != "sft" else []
     card = model_card(args.model, unlearned,
                       f"{cfg.objective} (finetune.py, METHOD.md §7)" + (f"; trained on {len(owners_of(records))} owners' "
@@ -223,8 +243,10 @@ def main(argv=None):
                       ["unlearning", cfg.objective] if unlearned else ["sft"],
                       {**asdict(cfg), "lora": asdict(lora_cfg) if lora_cfg else "no", "final loss": round(loss, 4)},
                       ["python", "finetune.py", *(sys.argv[1:] if argv is None else argv)])
-    save_model(model, tokenizer, args.out, {"README.md": lambda path: Path(path).write_text(card, encoding="utf-8")},
-               adapters_of=args.model if lora_cfg and not lora_cfg.merge else None)
+    rebuild = ((lambda: trainable_model(args.model, "cpu", dtype, lora_cfg)[0]) if args.model else   # several processes
+               (lambda: tiny_model(tokenizer, args.layers, args.d_model, seed=cfg.seed)))
+    write_whole(model, rebuild, lambda m: save_model(m, tokenizer, args.out, {"README.md": lambda path: Path(
+        path).write_text(card, encoding="utf-8")}, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None))
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print(f"final loss {loss:.4f}; saved {args.out}")
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from helpers.distributed import all_sum, full, rank_and_size, share
 from helpers.models import chunked, clock, forward_logprobs, position_ids_from_mask
 from helpers.prompts import encode_qa
 
@@ -46,8 +47,10 @@ class PPOConfig:
     retain_batch_size: int = 16    # retain QA pairs per gradient step
 
 
-def masked_mean(x, mask):
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+def masked_mean(x, mask, count=None):
+    """Mean of x over the masked entries; with `count`, the sum over them divided by count instead (the
+    tokens of a whole minibatch when this process holds part of it)."""
+    return (x * mask).sum() / (mask.sum().clamp(min=1) if count is None else count)
 
 
 def whiten(x, mask):
@@ -127,35 +130,38 @@ def _kl(ref_logits, logits):
 def retain_distillation(policy_lm, ref_lm, tokenizer, records):
     """Mean over retain answer tokens of KL(π_ref ‖ π_θ), teacher-forced on the gold answers. Logits
     are computed for the answer columns only (answers are right-aligned: the last n + 1 columns,
-    n the longest answer), and the float32 KL in chunks of positions (models.chunked)."""
+    n the longest answer), and the float32 KL in chunks of positions (models.chunked). Under several
+    processes each takes its share of the rows, and the sum is divided by all of their answer tokens."""
     ids, mask, answer_mask = encode_qa(tokenizer, [r["question"] for r in records], [r["answer"] for r in records])
-    ids, mask, answer_mask = ids.to(policy_lm.device), mask.to(policy_lm.device), answer_mask.to(policy_lm.device)
+    count = answer_mask[:, 1:].sum()                           # every row's answer tokens, whoever scores them
+    ids, mask, answer_mask = (share(t).to(policy_lm.device) for t in (ids, mask, answer_mask))
     keep = int(answer_mask.sum(-1).max()) + 1                 # column P-1 predicts the first answer token
     where = answer_mask[:, -keep + 1:].bool()                 # the kept column t predicts token t+1
     forward = dict(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), logits_to_keep=keep)
     with torch.no_grad():
         ref_logits = ref_lm(**forward).logits[:, :-1][where]  # [answer tokens, V]
     logits = policy_lm(**forward).logits[:, :-1][where]
-    return chunked(_kl, ref_logits, logits).mean()
+    return chunked(_kl, ref_logits, logits).sum() / count
 
 
-def ppo_losses(logprobs, values, old_logprobs, old_values, advantages, returns, mask, cfg):
+def ppo_losses(logprobs, values, old_logprobs, old_values, advantages, returns, mask, cfg, count=None):
     """The clipped policy loss L_clip and value loss L_V of one minibatch ([B, R] tensors, `mask` 1 on
-    real response tokens; `returns` None: L_V = 0), and the minibatch's statistics (floats):
+    real response tokens; `returns` None: L_V = 0; means over `count` tokens when given, see masked_mean),
+    and the minibatch's statistics (floats):
         ρ_t       = exp(log π_θ(y_t|·) − log π_old(y_t|·))
         approx_kl = mean_t (ρ_t − 1) − log ρ_t      k3 estimator of KL(π_old ‖ π_θ) on samples of π_old
         clipfrac  = share of tokens with |ρ_t − 1| > ε,   ratio = mean_t ρ_t"""
     log_ratio = (logprobs - old_logprobs) * mask
     ratio = log_ratio.exp()
-    pg_loss = masked_mean(torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)), mask)
+    pg_loss = masked_mean(torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)), mask, count)
     vf_loss = torch.zeros((), device=pg_loss.device)
     if returns is not None:   # none with group advantages: no value head to fit
         v_clipped = old_values + (values - old_values).clamp(-cfg.vf_clip, cfg.vf_clip)
-        vf_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+        vf_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask, count)
     with torch.no_grad():
-        stats = {"approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),
-                 "clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip).float(), mask).item(),
-                 "ratio": masked_mean(ratio, mask).item()}
+        stats = {"approx_kl": masked_mean((ratio - 1) - log_ratio, mask, count).item(),
+                 "clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip).float(), mask, count).item(),
+                 "ratio": masked_mean(ratio, mask, count).item()}
     return pg_loss, vf_loss, stats
 
 
@@ -164,14 +170,20 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
     attention_mask, response_mask, n_response, logprobs, values, advantages, returns).
     A step whose loss or gradient norm is not finite is skipped (stats {"nonfinite": True}).
     Returns a list of per-minibatch stats dicts (the first one is the ratio == 1 check); each holds
-    retain_seconds, the time of its retain distillation forward (its backward is part of the step's)."""
+    retain_seconds, the time of its retain distillation forward (its backward is part of the step's).
+    Under several processes (helpers/distributed.py) each holds the whole batch and draws the same order,
+    and computes its share of each minibatch's rows; means divide by the whole minibatch's tokens, and the
+    loss is scaled by the number of processes, whose gradients FSDP averages: one process's step, exactly."""
     n, R = batch["input_ids"].shape[0], batch["n_response"]
+    rank, size = rank_and_size()
     trainable = [p for p in policy.parameters() if p.requires_grad]
     stats = []
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, cfg.minibatch_size):
-            idx = order[start:start + cfg.minibatch_size].to(batch["input_ids"].device)
+            rows = order[start:start + cfg.minibatch_size].to(batch["input_ids"].device)
+            count = batch["response_mask"][rows].float().sum().clamp(min=1)   # the whole minibatch's tokens
+            idx = rows[rank::size]
             mask = batch["response_mask"][idx].float()
             # trim columns that are padding in every row of this minibatch (left of the prompts)
             ids, attn = batch["input_ids"][idx], batch["attention_mask"][idx]
@@ -180,7 +192,7 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
             old_logp, adv, ret, old_v = (None if batch[k] is None else batch[k][idx]
                                          for k in ("logprobs", "advantages", "returns", "values"))
             pg_loss, vf_loss, minibatch_stats = ppo_losses(out["logprobs"], out["values"], old_logp, old_v, adv, ret,
-                                                           mask, cfg)
+                                                           mask, cfg, count)
             loss = pg_loss + cfg.vf_coef * vf_loss
             retain_kl, start = torch.zeros(()), clock(policy.lm.device)
             if retain_stream is not None and cfg.retain_coef > 0:
@@ -189,20 +201,21 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
             retain_seconds = clock(policy.lm.device) - start
 
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):   # guard: skip the step, the caller counts it
+            if not all_sum(torch.isfinite(loss).float()) == size:   # guard: skip the step, the caller counts it
                 stats.append({"nonfinite": True, "retain_seconds": retain_seconds})
                 continue
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            (loss * size).backward()
+            grad_norm = full(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
             if not torch.isfinite(grad_norm):
                 optimizer.zero_grad(set_to_none=True)
                 stats.append({"nonfinite": True, "retain_seconds": retain_seconds})
                 continue
             optimizer.step()
-            stats.append({"nonfinite": False, "retain_seconds": retain_seconds, "pg_loss": pg_loss.item(),
-                          "vf_loss": vf_loss.item(),
-                          "retain_kl": retain_kl.item(), **minibatch_stats,
-                          "entropy": masked_mean(out["entropy"], mask).item(), "grad_norm": grad_norm.item()})
+            # the minibatch's statistics: this process's shares of its means, summed over the processes
+            minibatch_stats = {"pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "retain_kl": retain_kl.item(),
+                               **minibatch_stats, "entropy": masked_mean(out["entropy"], mask, count).item()}
+            stats.append({"nonfinite": False, "retain_seconds": retain_seconds,
+                          **{k: all_sum(v) for k, v in minibatch_stats.items()}, "grad_norm": grad_norm.item()})
     return stats
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from helpers.distributed import gather, rank_and_size
 from helpers.models import forward_logprobs
 from helpers.prompts import encode_prompts
 
@@ -112,7 +113,9 @@ def generate(model, tokenizer, questions, cfg, greedy=False):
             prompt, prompt_mask = encode_prompts(tokenizer, questions[i:i + cfg.batch_size])
             prompt, prompt_mask = prompt.to(model.device), prompt_mask.to(model.device)
             # no position_ids: generate() derives them from the attention mask, as forward_logprobs does
-            out = model.generate(input_ids=prompt, attention_mask=prompt_mask, generation_config=gen_cfg)
+            # several processes (FSDP) step together until every one's responses have ended
+            out = model.generate(input_ids=prompt, attention_mask=prompt_mask, generation_config=gen_cfg,
+                                 synced_gpus=rank_and_size()[1] > 1)
             response, response_mask, has_eos = truncate_after_eos(out[:, prompt.shape[1]:], gen_cfg.eos_token_id,
                                                                   tokenizer.pad_token_id)
             rows += [(prompt[j], prompt_mask[j], response[j], response_mask[j], has_eos[j]) for j in range(len(prompt))]
@@ -134,6 +137,18 @@ def generate(model, tokenizer, questions, cfg, greedy=False):
             "has_eos": has_eos, "texts": texts}
 
 
+def check_fit(model, tokenizer, questions, cfg, batch_size):
+    """Before PPO: the share of the model's greedy answers to `questions` that end within cfg's length (the
+    rest would earn the missing-EOS penalty whatever they say), printed with a warning under 90 %."""
+    greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=cfg.max_new_tokens,
+                                                                  batch_size=batch_size), greedy=True)
+    fits = greedy["has_eos"].float().mean().item()
+    print(f"{fits:.0%} of the original's greedy forget answers end within the rollout length ({cfg.max_new_tokens} "
+          "tokens)" + ("" if fits >= 0.9 else "; warning: the rest earn the missing-EOS penalty, whatever they say: "
+                                              "raise --max-new-tokens"))
+    return fits
+
+
 def rollout(model, tokenizer, questions, samples_per_prompt, cfg):
     """`samples_per_prompt` sampled responses to each question: generate()'s batch plus "prompts"
     (the question of each sample) and "prompt_index" [B] (which of `questions` it answers; samples of
@@ -142,6 +157,35 @@ def rollout(model, tokenizer, questions, samples_per_prompt, cfg):
     roll = generate(model, tokenizer, prompts, cfg)
     roll.update(prompts=prompts, prompt_index=torch.arange(len(questions)).repeat(samples_per_prompt))
     return roll
+
+
+def whole_batch(roll, pad_id, per_token, per_response):
+    """Under several processes, each of which sampled and scored its share of the prompts: the whole batch
+    on every process, in rank order: the rollouts' [b, P + R] rows re-padded to the widest prompt and
+    response, the `per_token` tensors [b, R] (log-probs, rewards, …) right-padded with 0, the
+    `per_response` tensors [b] joined, prompt_index offset so that groups stay apart. With one process,
+    everything as it is. Returns (roll, per_token, per_response), on the device they came from."""
+    def cpu(d):   # (and without the entries that are None)
+        return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in d.items() if v is not None}
+    parts = gather((cpu(roll), cpu(per_token), cpu(per_response)))
+    if len(parts) == 1:
+        return roll, per_token, per_response
+    device = roll["input_ids"].device
+    P = max(r["input_ids"].shape[1] - r["n_response"] for r, _, _ in parts)
+    R = max(r["n_response"] for r, _, _ in parts)
+
+    def joined(key, value, prompt_side=True):   # left-pad the prompt side (when there is one), right-pad the rest
+        return torch.cat([nn.functional.pad(x[key], ((P + r["n_response"] - r["input_ids"].shape[1]) * prompt_side,
+                                                     R - r["n_response"]), value=value)
+                          for x, r in ((r if prompt_side else t, r) for r, t, _ in parts)]).to(device)
+    out = {"n_response": R, "input_ids": joined("input_ids", pad_id), "attention_mask": joined("attention_mask", 0),
+           "prompts": [p for r, _, _ in parts for p in r["prompts"]], "texts": [t for r, _, _ in parts for t in r["texts"]],
+           "has_eos": torch.cat([r["has_eos"] for r, _, _ in parts]).to(device)}
+    out["response_mask"] = out["attention_mask"][:, P:]
+    offsets = torch.tensor([0] + [int(r["prompt_index"].max()) + 1 for r, _, _ in parts[:-1]]).cumsum(0)
+    out["prompt_index"] = torch.cat([r["prompt_index"] + o for (r, _, _), o in zip(parts, offsets)])
+    return (out, {k: joined(k, 0.0, prompt_side=False) for k in parts[0][1]},
+            {k: torch.cat([v[k] for _, _, v in parts]).to(device) for k in per_response})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,22 +27,24 @@ from dataclasses import dataclass, field
 import torch
 
 from attribution import add_classifier_args, check_classifier, classifier_from_args, probe_attribution
-from evaluate import (EVAL_CHECKS, EvalConfig, classifier_report, classifier_report_line, evaluate_records,
-                      make_set, report_rows)
+from evaluate import (EVAL_CHECKS, EvalConfig, classifier_report, classifier_report_line, evaluate_records, make_set,
+                      report_rows)
 from helpers.cli import (DareuError, HelpFormatter, add_config_args, add_resume_arg, check_device, check_out_path,
                          checkpointing, config_from_args, load_state, publish, run_cli, staging_dir, write_json)
+from helpers.distributed import all_sum, on_rank_0_first, rank_and_size, same_path, shard, share, start, write_whole
 from helpers.lora import LORA_CHECKS, LoraConfig
 from helpers.models import (PhaseTimer, add_memory_args, add_model_args, autocast, check_model_folder, compute_dtype,
                             dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds, trainable_model,
                             write_model)
 from helpers.prompts import prompt_ids, template_date, template_of
-from helpers.report import REPORT_ROWS, describe_run, format_table
 from helpers.records import (Batches, add_data_args, heldout_split, load_records, owners_of, resolve_forget,
                              split_records)
-from helpers.run import Loop, Run, check_memory, check_target, default_lr, knobs, resolve_target
+from helpers.report import REPORT_ROWS, describe_run, print_outcome
+from helpers.run import Loop, Run, check_memory, check_shares, check_target, default_lr, knobs, resolve_target
 from ppo import ADVANTAGES, MIN_SAMPLES, PPO_CHECKS, PPOConfig, ppo_update
 from reward import REWARD_CHECKS, AdaptiveKLController, RewardConfig, score_responses, token_rewards
-from rollout import ROLLOUT_CHECKS, PolicyWithValue, RolloutConfig, fit_length, generate, rollout
+from rollout import (ROLLOUT_CHECKS, PolicyWithValue, RolloutConfig, check_fit, fit_length, generate, rollout,
+                     whole_batch)
 from world import default_world
 
 STOP_ON = ("reported", "heldout", "never")
@@ -111,9 +113,10 @@ def iteration(policy, optimizer, kl_ctl, prompts, models, task, args, retain_str
     """One DareU iteration on the forget questions `prompts`; changes the policy (with its value head),
     the optimizer and β in place. Returns what the log needs: the rollout, its mask, scores, a_F,
     per-token rewards and KL, and the PPO steps' statistics ([{"nonfinite": True}]: no update)."""
-    # 1. rollout: responses sampled from the current policy, exactly from softmax(z / T)
-    roll = rollout(models.model, models.tokenizer, prompts, args.unlearn.samples_per_prompt, args.rollout)
-    mask, R, T = roll["response_mask"].float(), roll["n_response"], args.rollout.temperature
+    # 1. rollout: responses sampled from the current policy, exactly from softmax(z / T) (several processes:
+    #    each its share of the prompts)
+    roll = rollout(models.model, models.tokenizer, share(prompts), args.unlearn.samples_per_prompt, args.rollout)
+    R, T = roll["n_response"], args.rollout.temperature
     timer.lap("rollout")
     # 2. log-probs and values of policy and reference on what was sampled: same padding, positions, T
     with torch.no_grad():
@@ -124,21 +127,23 @@ def iteration(policy, optimizer, kl_ctl, prompts, models, task, args, retain_str
     timer.lap("logprobs")
     # 3. reward: s = −a_F (or the missing-EOS penalty) at the last token, −β·(log π_θ − log π_ref) on each token
     scores, a_forget = score_responses(models.classifier, roll, task.forget_owners, args.reward)
-    rewards, kl = token_rewards(scores, old["logprobs"], ref["logprobs"], mask, kl_ctl.value)
+    rewards, kl = token_rewards(scores, old["logprobs"], ref["logprobs"], roll["response_mask"], kl_ctl.value)
     timer.lap("scoring")
-    finite = bool(torch.isfinite(a_forget).all() and torch.isfinite(rewards).all())
-    out = dict(roll=roll, mask=mask, scores=scores, a_forget=a_forget, rewards=rewards, kl=kl, finite=finite,
-               stats=[{"nonfinite": True}])
-    if finite:   # a non-finite classifier output or reward never reaches the weights
+    roll, old, scored = whole_batch(roll, models.tokenizer.pad_token_id, dict(old, rewards=rewards, kl=kl),
+                                    dict(scores=scores, a_forget=a_forget))   # several processes: all of it
+    mask, finite = roll["response_mask"].float(), bool(torch.isfinite(old["rewards"]).all())
+    out = dict(roll=roll, mask=mask, **scored, rewards=old["rewards"], kl=old["kl"], stats=[{"nonfinite": True}],
+               finite=finite and bool(torch.isfinite(scored["a_forget"]).all()))
+    if out["finite"]:   # a non-finite classifier output or reward never reaches the weights
         # 4. advantages (ppo.ADVANTAGES: GAE on the value head, or a group estimator)
-        advantages, returns = ADVANTAGES[args.ppo.advantage](rewards, old["values"], mask, roll["prompt_index"],
+        advantages, returns = ADVANTAGES[args.ppo.advantage](old["rewards"], old["values"], mask, roll["prompt_index"],
                                                              args.ppo)
         # 5. K epochs of clipped PPO on shuffled minibatches, each step with retain distillation; β adapts
         batch = dict(roll, logprobs=old["logprobs"], values=old["values"], returns=returns, advantages=advantages,
                      response_mask=mask)
         out["stats"] = ppo_update(policy, models.reference, optimizer, models.tokenizer, batch, args.ppo, T,
                                   retain_stream, generator)
-        kl_ctl.update(kl.sum(-1).mean().item(), len(roll["prompts"]))
+        kl_ctl.update(old["kl"].sum(-1).mean().item(), len(roll["prompts"]))
     return out
 
 
@@ -149,9 +154,11 @@ def unlearn(models, task, args, run):
     barely moved from task.start. `run` (helpers/run.py) says where the log and checkpoints go, and
     holds a loaded checkpoint to continue from exactly."""
     cfg = args.unlearn
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank_and_size()[0])   # several processes: each samples from its own stream
     rng, generator = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     policy = dropout_off(PolicyWithValue(models.model))   # in rollout and update alike, so logprobs match
+    if rank_and_size()[1] > 1:
+        shard(policy.value_head)   # FSDP averages its gradients over the processes, as the model's
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=args.ppo.lr,
                                   weight_decay=0.0)
     kl_ctl = AdaptiveKLController(args.reward)
@@ -181,23 +188,15 @@ def unlearn(models, task, args, run):
 
 def greedy_attribution(model, tokenizer, classifier, questions, forget_owners, eval_cfg):
     """Mean a_F of the greedy answers to `questions`, decoded as the report decodes them (its length and
-    batch size): the number the stop and `reached` are judged on."""
-    greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
-                                                                  batch_size=eval_cfg.batch_size), greedy=True)
-    return classifier.forget_attribution(questions, greedy["texts"], forget_owners).mean().item()
-
-
-def check_fit(model, tokenizer, questions, rollout_cfg, eval_cfg):
-    """Before PPO: the share of the original's greedy forget answers that end within the rollout length (the
-    rest would earn the missing-EOS penalty whatever they say), printed with a warning under 90 %."""
-    greedy = generate(model, tokenizer, questions, RolloutConfig(max_new_tokens=rollout_cfg.max_new_tokens,
-                                                                  batch_size=eval_cfg.batch_size), greedy=True)
-    fits = greedy["has_eos"].float().mean().item()
-    print(f"{fits:.0%} of the original's greedy forget answers end within the rollout length "
-          f"({rollout_cfg.max_new_tokens} tokens)" + ("" if fits >= 0.9 else
-                                                      "; warning: the rest earn the missing-EOS penalty, whatever "
-                                                      "they say: raise --max-new-tokens"))
-    return fits
+    batch size): the number the stop and `reached` are judged on. Several processes answer a share each
+    (the list padded with repeats to equal shares, which do not count), stepping together."""
+    rank, size = rank_and_size()
+    mine = share(questions + questions[:-len(questions) % size])
+    greedy = generate(model, tokenizer, mine, RolloutConfig(max_new_tokens=eval_cfg.max_new_tokens,
+                                                             batch_size=eval_cfg.batch_size), greedy=True)
+    counts = torch.tensor([i * size + rank < len(questions) for i in range(len(mine))])
+    return (all_sum((classifier.forget_attribution(mine, greedy["texts"], forget_owners) * counts).sum())
+            / len(questions)).item()
 
 
 UNLEARN_CHECKS = dict(iterations=">= 1", prompts_per_iter=">= 1", samples_per_prompt=">= 1",
@@ -249,8 +248,10 @@ def inputs(argv):
     check_device(flags.classifier_device or flags.device)
     given = dict(vars(flags))   # the arguments as given, saved with each checkpoint
     ckpt_dir, resume = checkpointing("unlearn.py", argv, flags, MAY_CHANGE_ON_RESUME)
+    if flags.fsdp:   # several processes: each its share of every batch (helpers/distributed.py)
+        flags.device = flags.classifier_device = start(flags.device)
     if flags.model is None:   # the embedded default
-        world, meta = default_world(flags.seed)
+        world, meta = on_rank_0_first(lambda: default_world(flags.seed))
         flags.model, flags.classifier = os.path.join(world, "original"), os.path.join(world, "classifier")
         flags.retain_model = flags.retain_model or os.path.join(world, "retain")
         flags.data = flags.data or os.path.join(world, "records.jsonl")
@@ -282,6 +283,7 @@ def main(argv=None):
     owners = resolve_forget(flags.forget, records) if flags.data else owners_of(records)
     forget, retain = split_records(records, owners)
     reported, held = heldout_split(forget, HELDOUT_SHARE, cfg.seed) if cfg.stop_on == "heldout" else (forget, [])
+    check_shares(args, len(forget), rank_and_size()[1])   # several processes: equal shares of every batch
     holdout = load_records(flags.holdout) if flags.holdout else None   # non-members, for the membership attacks
     if not retain:
         print("no --data: no retain records, so no retain distillation and no retain questions in the report; the "
@@ -296,6 +298,10 @@ def main(argv=None):
     model, tokenizer = trainable_model(flags.model, flags.device, dtype, lora_cfg, flags.gradient_checkpointing,
                                        flags.template, cfg.seed)
     models = Models(model, tokenizer, frozen_reference(model), classifier_from_args(flags, records, owners))
+    if flags.fsdp:   # each process keeps 1/N of the weights (the reference's too, unless it is the model itself)
+        shard(model)
+        if not lora_cfg:
+            shard(models.reference)
     trained, weights = sum(p.numel() for p in model.parameters() if p.requires_grad), model.num_parameters()
     if args.ppo.lr is None:
         args.ppo.lr, why = default_lr(weights, lora_cfg is not None)
@@ -327,21 +333,24 @@ def main(argv=None):
         start_a = (greedy_attribution(model, tokenizer, models.classifier, stop_questions, owners, args.eval) if held
                    else results["original"]["forget_attribution"])
         check_target(start_a, target, level, source, cfg)
-        fits = check_fit(model, tokenizer, [r["question"] for r in forget], args.rollout, args.eval)
+        fits = check_fit(model, tokenizer, [r["question"] for r in forget], args.rollout, args.eval.batch_size)
         print(f"target: greedy forget a_F <= {target:.3f}" + (f" (the retain level {level:.3f})"
                                                               if cfg.target_attribution is None else "")
               + f", judged on {len(stop_questions)} {'held-out ' if held else ''}forget questions"
               + (" (no early stop)" if cfg.stop_on == "never" else ""))
 
         # 4. unlearn, writing into a staging folder that becomes --out only when complete
-        stage = staging_dir(flags.out)
+        stage = same_path(lambda: staging_dir(flags.out))
         try:
             task = Task(forget, retain, owners, target, start_a, stop_questions)
-            run = Run(os.path.join(stage, "metrics.jsonl"), ckpt_dir, given, load_state(resume) if resume else None)
+            run = Run(os.path.join(stage, "metrics.jsonl"), ckpt_dir, given,
+                      (resume if flags.fsdp else load_state(resume)) if resume else None)
             iterations, stopped, stalled_at = unlearn(models, task, args, run)
             # 5. after: the model as written (merged in float32, or the adapters alone), loaded back and scored,
             #    so that the report describes the folder, not the model in memory
-            write_model(model, tokenizer, stage, adapters_of=flags.model if lora_cfg and not lora_cfg.merge else None)
+            write_whole(model, lambda: trainable_model(flags.model, "cpu", dtype, lora_cfg)[0],
+                        lambda m: write_model(m, tokenizer, stage, adapters_of=flags.model if lora_cfg and not
+                                              lora_cfg.merge else None))
             del model
             models.model = models.reference = None   # free the policy and its reference
             written = load_model(stage, flags.device, dtype, masters=lora_cfg is None)
@@ -355,8 +364,6 @@ def main(argv=None):
                 raise DareuError(f"target not reached (--require-target): greedy forget a_F {final_a:.3f} > "
                                  f"{target:.3f} after {iterations} iterations; nothing written. "
                                  f"{knobs(args.ppo, args.reward)}")
-            phases = phase_seconds(run.metrics_path)
-            columns = list(results)
             summary = report_rows(results, REPORT_ROWS)
             summary.update(forget_owners=owners, iterations=iterations, early_stopped=stopped,
                            target=dict(attribution=target, reached=reached, final=final_a, original=start_a,
@@ -370,28 +377,20 @@ def main(argv=None):
                            retain_model=flags.retain_model, data=flags.data, template=template_of(tokenizer),
                            template_date=template_date(tokenizer),
                            rollout_max_new_tokens=args.rollout.max_new_tokens, lr=args.ppo.lr,
-                           dtype=str(dtype).replace("torch.", ""), phase_seconds=phases,
+                           dtype=str(dtype).replace("torch.", ""), phase_seconds=phase_seconds(run.metrics_path),
                            config={k: v for k, v in vars(flags).items()
                                    if k not in ("model", "classifier", "retain_model", "data")},
-                           answers={c: results[c]["per_question"] for c in columns})
-            write_json(os.path.join(stage, "summary.json"), summary)
-            describe_run(stage, summary, ["python", "unlearn.py", *(sys.argv[1:] if argv is None else argv)],
-                         classifier_report_line(summary["classifier_report"]))   # README.md, curves.png
-            publish(stage, flags.out)
+                           answers={c: results[c]["per_question"] for c in results})
+            if rank_and_size()[0] == 0:   # one process writes
+                write_json(os.path.join(stage, "summary.json"), summary)
+                describe_run(stage, summary, ["python", "unlearn.py", *(sys.argv[1:] if argv is None else argv)],
+                             classifier_report_line(summary["classifier_report"]))   # README.md, curves.png
+                publish(stage, flags.out)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
-    print(format_table({m: summary[m] for m in REPORT_ROWS}, columns))
-    print(f"classifier report: {classifier_report_line(summary['classifier_report'])} "
-          "(summary.json: classifier_report)")
-    print(f"target greedy forget a_F <= {target:.3f}: " + ("reached" if reached else
-                                                           f"NOT reached ({final_a:.3f}). {knobs(args.ppo, args.reward)}"))
-    if stalled_at:
-        print(f"warning: the greedy forget a_F had barely moved at iteration {stalled_at} (the stall warning)")
-    total = sum(phases.values()) or 1.0
-    print("where the PPO time went: " + ", ".join(f"{k} {v:.0f} s ({v / total:.0%})" for k, v in phases.items()))
-    print(f"saved the unlearned model, metrics.jsonl and summary.json to {flags.out} ({summary['seconds']:.0f} s)")
+    print_outcome(summary, flags.out, classifier_report_line(summary["classifier_report"]), knobs(args.ppo, args.reward))
 
 
 if __name__ == "__main__":

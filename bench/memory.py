@@ -153,12 +153,40 @@ def check(mode):
                 rows_gib={k: dict(measured=m, predicted=p, ratio=round(m / p, 3)) for k, (m, p) in rows.items()})
 
 
+def gpus_table(cfg, out, capacity=80e9, counts=(1, 2, 4, 8)):
+    """Per-GPU peak (GiB) of full fine-tuning and LoRA, with and without checkpointing, on each number of
+    GPUs, and the fewest GPUs of `capacity` bytes each mode fits on; printed, and kept in the results."""
+    rows = {}
+    for model in ("llama2-7b", "qwen3-8b"):
+        for mode, (lora, ckpt) in {"full": (False, False), "full+ckpt": (False, True), "lora": (True, False),
+                                   "lora+ckpt": (True, True)}.items():
+            peaks = {n: predict(dataclasses.replace(cfg, model_config=model, lora=lora, gradient_checkpointing=ckpt,
+                                                    processes=n))["peak"] for n in counts}
+            rows[f"{model} {mode}"] = {"per_gpu_gib": {n: gib(p) for n, p in peaks.items()},
+                                       "fewest_gpus_80gb": next((n for n in counts if peaks[n] <= capacity), None)}
+    print(f"per-GPU peak (GiB) under torchrun --fsdp, batch {cfg.prompts_per_iter}×{cfg.samples_per_prompt}, "
+          f"minibatch {cfg.minibatch_size}, retain {cfg.retain_batch_size}")
+    print(f"  {'model, mode':<24}" + "".join(f"{n:>4} GPU{'s' if n > 1 else ' '}" for n in counts) + "  fewest (80 GB)")
+    for name, row in rows.items():
+        print(f"  {name:<24}" + "".join(f"{v:>9.1f}" for v in row["per_gpu_gib"].values())
+              + f"  {row['fewest_gpus_80gb'] or 'more than ' + str(counts[-1])}")
+    results = {}
+    if os.path.isfile(out):
+        with open(out, encoding="utf-8") as f:
+            results = json.load(f)
+    results["gpus"] = rows
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+
+
 def main(argv=None):
     from helpers.cli import HelpFormatter, add_config_args, config_from_args
     p = argparse.ArgumentParser(description="Expected peak GPU memory of a DareU run, from a model config.",
                                 formatter_class=HelpFormatter)
     add_config_args(p, MemoryConfig, title="run")
     p.add_argument("--check", choices=[*MODES, "all"], help="measure one iteration on this CPU and compare")
+    p.add_argument("--gpus", action="store_true", help="the per-GPU peak on 1, 2, 4 and 8 GPUs (torchrun --fsdp) for "
+                                                       "llama2-7b and qwen3-8b, and the fewest that fit 80 GB")
     p.add_argument("--measure", help=argparse.SUPPRESS)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "memory.json"), help="JSON results")
     args = p.parse_args(argv)
@@ -166,6 +194,8 @@ def main(argv=None):
         print(json.dumps(measure(json.loads(args.measure))))
         return
     cfg = config_from_args(MemoryConfig, args, {})
+    if args.gpus:
+        return gpus_table(cfg, args.out)
     result = predict(cfg)
     print(table(cfg, result))
     run = {"config": dataclasses.asdict(cfg), "parts_gib": {k: gib(v) for k, v in result["parts"].items()},

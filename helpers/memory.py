@@ -43,6 +43,11 @@ bf16; N = parameters; A = LoRA parameters; n = tokens of a forward, rows × colu
     compute dtype (a chunk's slice gradient is full size) plus 5 float32 blocks.
  9. AdamW on CUDA is foreach: one float32 temporary the size of all trainable parameters; on a CPU,
     per tensor. Not counted: the CUDA context (~0.5 GiB), allocator fragmentation, the tokenizer.
+ 10. Under torchrun --fsdp with N processes (one GPU each), FSDP2 shards the policy's weights, gradients
+    and AdamW states, and the reference copy, 1/N on each (the classifier is whole on each); each
+    process samples and scores 1/N of the rows of every batch, minibatch and retain batch; it gathers one
+    decoder layer's whole weights while the layer runs and the next one ahead, and the root's
+    (embeddings, head) through the forward.
 """
 import dataclasses
 import json
@@ -92,6 +97,7 @@ class MemoryConfig:
     classifier_batch: int = 64           # texts per classifier forward
     device: str = "cuda"                 # cuda: foreach AdamW temporaries; cpu: per tensor
     first_iteration: bool = False        # no gradients or AdamW states yet in generation and rollout (--check)
+    processes: int = 1                   # N GPUs under torchrun --fsdp: the peak of one of them
 
 
 def load_config(name):
@@ -155,16 +161,21 @@ def predict(cfg: MemoryConfig):
     H, I, L, V, N = d["H"], d["I"], d["L"], d["V"], d["N"]
     b, full, ckpt = (4 if cfg.dtype == "float32" else 2), not cfg.lora, cfg.gradient_checkpointing
     s, autocast = (4 if full else b), b < 4          # residual stream bytes; autocast on
-    P, R, mb, rb = cfg.prompt_len, cfg.response_len, cfg.minibatch_size, cfg.retain_batch_size
+    n = cfg.processes                                 # assumption 10: each holds 1/n, and 1/n of the rows
+    P, R, mb, rb = cfg.prompt_len, cfg.response_len, -(-cfg.minibatch_size // n), -(-cfg.retain_batch_size // n)
     T, B = P + R, cfg.prompts_per_iter * cfg.samples_per_prompt
     Tr, Rr = cfg.retain_len or T, cfg.retain_answer_len or R
     A = cfg.lora_rank * d["lora_per_rank"] if cfg.lora else 0
     trainable = (N if full else A) + H + 1           # + the float32 value head
     dc = dims(load_config(cfg.classifier_config)) if cfg.classifier_config != "none" else None
-    parts = {"policy weights": (4 if full else b) * N, "LoRA adapters (fp32)": 4 * A,
-             "gradients (fp32)": 4 * trainable, "AdamW states (fp32)": 8 * trainable,
-             "reference copy": 4 * N if full else 0, "classifier": b * dc["N"] if dc else 0,
-             "autocast weight copies": b * (d["N_linear"] if full else A) if autocast else 0}
+    layer = (N - 2 * V * H) / L                       # one decoder layer's weights
+    parts = {"policy weights": (4 if full else b) * N / n, "LoRA adapters (fp32)": 4 * A / n,
+             "gradients (fp32)": 4 * trainable / n, "AdamW states (fp32)": 8 * trainable / n,
+             "reference copy": 4 * N / n if full else 0, "classifier": b * dc["N"] if dc else 0,
+             "autocast weight copies": b * (d["N_linear"] if full else A) if autocast else 0,
+             # FSDP gathers a layer's weights while it runs, and the next one ahead; the root's (embeddings,
+             # head) for the whole forward
+             "gathered weights (FSDP)": (4 if full else b) * (2 * layer + 2 * V * H) if n > 1 else 0}
     persistent = sum(v for k, v in parts.items() if k != "autocast weight copies")
     saved_casts = parts["autocast weight copies"] / (L if ckpt else 1)   # forward with gradients → backward
 
@@ -181,7 +192,7 @@ def predict(cfg: MemoryConfig):
         return layers, layers + norm + y + b * rows * k * V         # (layers alone, everything)
 
     ppo_chunk = min(mb, max(1, cfg.chunk // R)) * R  # rows of R positions per chunk
-    G = min(cfg.generate_batch, B)
+    G = -(-min(cfg.generate_batch, B) // n)
     kv = L * G * T * d["kvh"] * d["hd"] * ((4 if s == 4 else b) + b)
     phases = {"generation": persistent + kv + max(nograd(G, P), b * G * V + 12 * G * V)}
     fwd = nograd(mb, T) + mb * T * s * H + b * mb * (R + 1) * V + 2 * block(ppo_chunk)

@@ -211,13 +211,16 @@ def tiny_model(tokenizer, n_layer=2, d_model=128, n_head=4, max_positions=512, s
 # 3. Memory on one GPU
 
 def add_memory_args(parser):
-    """--lora (and its LoraConfig flags) and --gradient-checkpointing, for the stages that train."""
-    group = parser.add_argument_group("memory (one GPU)")
+    """--lora (and its LoraConfig flags), --gradient-checkpointing and --fsdp, for the stages that train."""
+    group = parser.add_argument_group("memory")
     group.add_argument("--lora", action="store_true",
                        help="train LoRA adapters (lora.py) over the frozen model instead of every weight; the "
                             "reference is the same weights with the adapters off")
     group.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute each layer's activations in backward instead of keeping them")
+    group.add_argument("--fsdp", action="store_true",
+                       help="under torchrun: shard weights, gradients and AdamW state over the processes (FSDP2), "
+                            "each sampling and scoring its share of every batch")
     add_config_args(parser, LoraConfig, prefix="lora", title="LoRA (with --lora)")
 
 

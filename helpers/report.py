@@ -68,6 +68,21 @@ def unavailable(models):
     return {k: why for k, why in WHY_UNAVAILABLE.items() if not has[k]}
 
 
+def print_outcome(summary, out, classifier_line, knobs):
+    """The end of an unlearn.py run, in words: the before/after table, the classifier, the target, the
+    stall warning, where the time went, where the outputs are."""
+    target, phases = summary["target"], summary["phase_seconds"]
+    print(format_table({m: summary[m] for m in REPORT_ROWS}, list(summary[REPORT_ROWS[0]])))
+    print(f"classifier report: {classifier_line} (summary.json: classifier_report)")
+    print(f"target greedy forget a_F <= {target['attribution']:.3f}: "
+          + ("reached" if target["reached"] else f"NOT reached ({target['final']:.3f}). {knobs}"))
+    if target["stalled_at"]:
+        print(f"warning: the greedy forget a_F had barely moved at iteration {target['stalled_at']} (the stall warning)")
+    total = sum(phases.values()) or 1.0
+    print("where the PPO time went: " + ", ".join(f"{k} {v:.0f} s ({v / total:.0%})" for k, v in phases.items()))
+    print(f"saved the unlearned model, metrics.jsonl and summary.json to {out} ({summary['seconds']:.0f} s)")
+
+
 def describe_run(folder, summary, command, classifier_line):
     """Write README.md (the model card) and curves.png into a finished unlearn.py output `folder`, from its
     `summary` (summary.json), the `command` that made it and the classifier report in words."""

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from helpers.cli import (MAX_NONFINITE, SIGNALS, DareuError, Interrupted, checkpoints, rng_state, save_checkpoint,
                          set_rng_state)
+from helpers.distributed import all_sum, load_sharded, rank_and_size, save_sharded
 from helpers.lora import lora_layers
 from helpers.memory import MemoryConfig, check_fits
 from helpers.models import adapters_base
@@ -30,7 +31,7 @@ class Run:
     metrics_path: str                 # metrics.jsonl: one line per iteration
     checkpoint_dir: str | None = None  # where checkpoints go (None: none are written)
     args: dict | None = None          # the run's arguments, saved with each checkpoint (for --resume)
-    state: dict | None = None         # a loaded checkpoint: the run continues from it exactly
+    state: dict | str | None = None   # a loaded checkpoint, or (several processes) its folder: the run continues from it
 
 
 # ----------------------------------------------------------------------------------------------
@@ -48,13 +49,17 @@ class Loop:
         self.lora = bool(lora_layers(learner["policy"].lm))
         self.trainable = {n for n, p in learner["policy"].named_parameters() if p.requires_grad}
         self.done, self.stopped, self.stalled_at, self.bad_in_a_row, self.metrics = 0, False, None, 0, ""
+        self.rank, self.size = rank_and_size()
         if run.state is not None:   # resume: every piece of state the next iteration reads
             self.restore(run.state)
 
     def restore(self, state):
         lr = self.learner
-        lr["policy"].load_state_dict(state["policy"], strict=not self.lora)
-        lr["optimizer"].load_state_dict(state["optimizer"])
+        if self.size > 1:   # the policy's and AdamW's shards, then this process's own state
+            state = load_sharded(state, lr["policy"], lr["optimizer"])
+        else:
+            lr["policy"].load_state_dict(state["policy"], strict=not self.lora)
+            lr["optimizer"].load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], lr["rng"], lr["generator"])
         if lr["retain_stream"]:
             lr["retain_stream"].load_state(state["retain_stream"])
@@ -63,7 +68,7 @@ class Loop:
         self.bad_in_a_row, self.metrics = state["nonfinite_in_a_row"], state["metrics"]
 
     def __enter__(self):
-        self.log = open(self.run.metrics_path, "w", encoding="utf-8")
+        self.log = open(self.run.metrics_path if self.rank == 0 else os.devnull, "w", encoding="utf-8")
         self.log.write(self.metrics)
         self.signals = SIGNALS.deferred()
         self.signals.__enter__()
@@ -75,7 +80,7 @@ class Loop:
 
     def iterations(self):
         self.bar = tqdm(range(self.done + 1, self.cfg.iterations + 1), initial=self.done, total=self.cfg.iterations,
-                        desc="DareU", dynamic_ncols=True)
+                        desc="DareU", dynamic_ncols=True, disable=self.rank > 0)
         return [] if self.stopped else self.bar
 
     def record(self, it, out, timer):
@@ -136,23 +141,37 @@ class Loop:
                              **({"STALLED": f"since {self.stalled_at}"} if self.stalled_at else {}))
         # with --save-every, every save_every iterations and at the end; always before stopping on a signal
         # (a completed run without --save-every writes none: AdamW's state is twice the model)
-        every = self.cfg.save_every
+        every, signal = self.cfg.save_every, SIGNALS.received
+        if self.size > 1 and all_sum(float(bool(signal))) and not signal:   # all processes stop at one iteration
+            signal = SIGNALS.received = 15
         if self.run.checkpoint_dir and ((every and (it % every == 0 or it == self.cfg.iterations or self.stopped))
-                                        or SIGNALS.received):
+                                        or signal):
             self.save(it)
-        if SIGNALS.received:
-            raise Interrupted(SIGNALS.received)
+        if signal:
+            raise Interrupted(signal)
         return self.stopped
 
     def save(self, it):
         lr = self.learner
+        state = {"rng": rng_state(lr["rng"], lr["generator"]),
+                 "retain_stream": lr["retain_stream"].state() if lr["retain_stream"] else None,
+                 "kl_coef": lr["kl_ctl"].value, "iteration": it, "early_stopped": self.stopped,
+                 "stalled_at": self.stalled_at, "nonfinite_in_a_row": self.bad_in_a_row, "metrics": self.metrics}
+        if self.size > 1:   # each process writes its shards and its own state into one checkpoint
+            save_sharded(self.run.checkpoint_dir, it, lr["policy"], lr["optimizer"], state, self.run.args, self.cfg.keep)
+            return
         save_checkpoint(self.run.checkpoint_dir, it, {
             "policy": {k: v for k, v in lr["policy"].state_dict().items() if k in self.trainable or not self.lora},
-            "optimizer": lr["optimizer"].state_dict(), "rng": rng_state(lr["rng"], lr["generator"]),
-            "retain_stream": lr["retain_stream"].state() if lr["retain_stream"] else None,
-            "kl_coef": lr["kl_ctl"].value, "iteration": it, "early_stopped": self.stopped,
-            "stalled_at": self.stalled_at, "nonfinite_in_a_row": self.bad_in_a_row, "metrics": self.metrics},
-            self.run.args, self.cfg.keep)
+            "optimizer": lr["optimizer"].state_dict(), **state}, self.run.args, self.cfg.keep)
+
+
+def check_shares(args, n_questions, size):
+    """Several processes split every batch in equal shares, stepping together: refuse numbers that do not."""
+    counts = {"--prompts-per-iter (or the forget questions, if fewer)": min(args.unlearn.prompts_per_iter, n_questions),
+              "--minibatch-size": args.ppo.minibatch_size, "--retain-batch-size": args.ppo.retain_batch_size}
+    for flag, n in counts.items():
+        if n % size:
+            raise DareuError(f"--fsdp over {size} processes: {flag} {n} is not a multiple of {size}")
 
 
 def stalled(start, now, target, it, iterations):
@@ -215,7 +234,7 @@ def check_target(original, target, level, source, cfg):
 
 def check_memory(args, cfg, rollout_cfg, ppo_cfg, lora_cfg, dtype):
     """On a GPU, before any weight is loaded: refuse a run whose peak, predicted from the model's config
-    (helpers/memory.py), exceeds the device's memory, naming the flags that fit."""
+    (helpers/memory.py; per GPU under --fsdp), exceeds the device's memory, naming the flags that fit."""
     if torch.device(args.device).type != "cuda":
         return
     config = os.path.join(adapters_base(args.model) or args.model, "config.json")
@@ -227,5 +246,6 @@ def check_memory(args, cfg, rollout_cfg, ppo_cfg, lora_cfg, dtype):
         samples_per_prompt=cfg.samples_per_prompt, minibatch_size=ppo_cfg.minibatch_size,
         retain_batch_size=ppo_cfg.retain_batch_size, generate_batch=rollout_cfg.batch_size,
         response_len=rollout_cfg.max_new_tokens or MemoryConfig.response_len, classifier_config=classifier,
+        processes=rank_and_size()[1],
         **({"lora_rank": lora_cfg.rank, "lora_targets": lora_cfg.targets} if lora_cfg else {})),
         torch.cuda.get_device_properties(args.device).total_memory)

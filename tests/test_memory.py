@@ -101,3 +101,16 @@ def test_a_run_that_cannot_fit_is_refused_from_the_config_alone(tmp_path):
     assert "--lora" in line and full > 80e9
     assert memory.check_fits(memory.MemoryConfig(model_config=str(config), lora=True, gradient_checkpointing=True),
                              80e9) == fitting < 80e9
+
+
+def test_the_per_gpu_peak_under_fsdp_shards_the_weights_and_the_rows():
+    """N processes: the sharded parts are 1/N of one process's (the classifier whole on each), the rest of
+    the peak shrinks with the rows each process scores, and one process is the unsharded prediction."""
+    one = memory.predict(memory.MemoryConfig(gradient_checkpointing=True))
+    assert memory.predict(memory.MemoryConfig(gradient_checkpointing=True, processes=1)) == one
+    peaks = [memory.predict(memory.MemoryConfig(gradient_checkpointing=True, processes=n)) for n in (2, 4, 8)]
+    for n, p in zip((2, 4, 8), peaks):
+        for part in ("policy weights", "gradients (fp32)", "AdamW states (fp32)", "reference copy"):
+            assert p["parts"][part] == pytest.approx(one["parts"][part] / n)
+        assert p["parts"]["classifier"] == one["parts"]["classifier"] and p["parts"]["gathered weights (FSDP)"] > 0
+    assert one["peak"] > peaks[0]["peak"] > peaks[1]["peak"] > peaks[2]["peak"]

@@ -172,8 +172,8 @@ def test_rollout_assembles_the_batch_exactly_as_written_out_by_hand(tiny, monkey
     P = max(len(p) for p in prompts)
     continuations = [[a, b, eos, a, a], [a, stop2, eos, b, b], [a, b, c, a, b]]
 
-    def fake_generate(input_ids, attention_mask, generation_config):
-        assert sorted(generation_config.eos_token_id) == sorted([eos, stop2])
+    def fake_generate(input_ids, attention_mask, generation_config, synced_gpus):
+        assert sorted(generation_config.eos_token_id) == sorted([eos, stop2]) and not synced_gpus   # one process
         return torch.cat([input_ids, torch.tensor(continuations)], 1)
     monkeypatch.setattr(model.generation_config, "eos_token_id", [eos, stop2])
     monkeypatch.setattr(model, "generate", fake_generate)

@@ -11,10 +11,9 @@ import torch
 import unlearn
 from attribution import PROBES
 from conftest import run_python
-from evaluate import EvalConfig
 from helpers import run
 from ppo import PPOConfig
-from rollout import RolloutConfig
+from rollout import RolloutConfig, check_fit
 
 
 def test_stall_rule_by_hand():
@@ -66,8 +65,8 @@ def test_fit_check_counts_the_original_answers_that_end_within_the_rollout_lengt
     _, world, _, _ = default_world
     model, tok = load_model(str(world / "original"))
     questions = [json.loads(line)["question"] for line in (world / "records.jsonl").read_text().splitlines()[:6]]
-    assert unlearn.check_fit(model, tok, questions, RolloutConfig(max_new_tokens=64), EvalConfig(batch_size=4)) == 1.0
-    assert unlearn.check_fit(model, tok, questions, RolloutConfig(max_new_tokens=1), EvalConfig(batch_size=4)) == 0
+    assert check_fit(model, tok, questions, RolloutConfig(max_new_tokens=64), 4) == 1.0
+    assert check_fit(model, tok, questions, RolloutConfig(max_new_tokens=1), 4) == 0
     assert "warning: the rest earn the missing-EOS penalty" in capsys.readouterr().out
 
 
