@@ -36,7 +36,7 @@ from tqdm import tqdm
 from helpers.cli import (MAX_NONFINITE, SIGNALS, DareuError, HelpFormatter, Interrupted, add_config_args,
                          add_resume_arg, check_device, check_fields, check_out_path, checkpointing, checkpoints,
                          config_from_args, load_state, rng_state, run_cli, save_checkpoint, set_rng_state)
-from helpers.distributed import (all_sum, full, load_sharded, rank_and_size, save_sharded, shard, share, start,
+from helpers.distributed import (all_sum, finish, full, load_sharded, rank_and_size, save_sharded, shard, share, start,
                                  write_whole)
 from helpers.lora import LORA_CHECKS, LoraConfig, lora_layers, lora_state_dict
 from helpers.models import (add_memory_args, add_model_args, answer_logprobs, autocast, check_model_folder,
@@ -249,6 +249,7 @@ def main(argv=None):
         path).write_text(card, encoding="utf-8")}, adapters_of=args.model if lora_cfg and not lora_cfg.merge else None))
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print(f"final loss {loss:.4f}; saved {args.out}")
+    finish()   # several processes: leave the process group together
 
 
 if __name__ == "__main__":

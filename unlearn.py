@@ -31,7 +31,8 @@ from evaluate import (EVAL_CHECKS, EvalConfig, classifier_report, classifier_rep
                       report_rows)
 from helpers.cli import (DareuError, HelpFormatter, add_config_args, add_resume_arg, check_device, check_out_path,
                          checkpointing, config_from_args, load_state, publish, run_cli, staging_dir, write_json)
-from helpers.distributed import all_sum, on_rank_0_first, rank_and_size, same_path, shard, share, start, write_whole
+from helpers.distributed import (all_sum, finish, on_rank_0_first, rank_and_size, same_path, shard, share, start,
+                                 write_whole)
 from helpers.lora import LORA_CHECKS, LoraConfig
 from helpers.models import (PhaseTimer, add_memory_args, add_model_args, autocast, check_model_folder, compute_dtype,
                             dropout_off, forward_logprobs, frozen_reference, load_model, phase_seconds, trainable_model,
@@ -391,6 +392,7 @@ def main(argv=None):
             raise
     shutil.rmtree(ckpt_dir, ignore_errors=True)   # the output is complete: its checkpoints are no longer needed
     print_outcome(summary, flags.out, classifier_report_line(summary["classifier_report"]), knobs(args.ppo, args.reward))
+    finish()   # several processes: leave the process group together
 
 
 if __name__ == "__main__":

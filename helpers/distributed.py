@@ -9,6 +9,7 @@ function here is the identity, so the algorithm reads the same either way.
   gather(obj)       every process's `obj`, in rank order (small Python objects: a rollout's rows),
   start(device)     join the process group torchrun set up; the device of this process,
   shard(model)      FSDP2 on every decoder layer, then on the whole model,
+  finish()          wait for every process, then leave the process group,
 and the harness's: work done on process 0 first, one staging folder for all, the whole model written by
 process 0, and sharded checkpoints (torch.distributed.checkpoint) for --resume.
 """
@@ -80,6 +81,14 @@ def shard(model):
         fully_shard(layer)
     fully_shard(model)
     return model
+
+
+def finish():
+    """Leave the process group once every process has reached this point: a process that tears its gloo
+    connections down while another still uses them can abort that one (seen as SIGABRT in CI)."""
+    if rank_and_size()[1] > 1:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def on_rank_0_first(fn):

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from evaluate import EvalConfig
-from helpers.distributed import shard, write_whole
+from helpers.distributed import finish, shard, write_whole
 from helpers.models import dropout_off, forward_logprobs, tiny_model, train_tokenizer
 from helpers.records import Batches, owners_of, split_records, synthetic_world
 from helpers.run import Run
@@ -56,8 +56,7 @@ def one_update(rank, size, folder):
     torch.save(stats[0]["ratio"], os.path.join(folder, f"ratio{rank}.pt"))
     write_whole(policy, lambda: dropout_off(PolicyWithValue(tiny_model(tok, n_layer=2, d_model=64, seed=0))),
                 lambda whole: torch.save(whole.state_dict(), os.path.join(folder, f"weights{size}.pt")))
-    if size > 1:
-        dist.destroy_process_group()
+    finish()
 
 
 def test_two_processes_update_the_weights_as_one_does(tmp_path):
@@ -101,7 +100,7 @@ def a_run(rank, size, folder, resume):
                 os.path.join(checkpoints, "step-000001") if resume else None))
     write_whole(model, lambda: tiny_model(tok, n_layer=2, d_model=64, seed=0),
                 lambda whole: torch.save(whole.state_dict(), os.path.join(folder, f"final-{resume}.pt")))
-    dist.destroy_process_group()
+    finish()
 
 
 def test_a_run_resumed_from_a_sharded_checkpoint_ends_where_the_whole_run_ends(tmp_path):
@@ -133,8 +132,7 @@ def baseline_gradients(rank, size, folder):
     grads = {n: (p.grad.full_tensor() if size > 1 else p.grad).clone() for n, p in model.named_parameters()}
     if rank == 0:
         torch.save(grads, os.path.join(folder, f"grads{size}.pt"))
-    if size > 1:
-        dist.destroy_process_group()
+    finish()
 
 
 def test_two_processes_take_a_baselines_step_as_one_does(tmp_path):
