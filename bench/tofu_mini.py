@@ -13,6 +13,9 @@ N, as forget10), forgotten: only they (and the first 20) have the perturbed answ
      attacks against k authors of full.json no model saw,
   5. bench/results/tofu_mini{,_quick}.md and .json: mean ± std over the seeds of every metric, the
      classifier report, versions, wall times; with matplotlib, a plot of Forget Quality against utility.
+--split validation forgets the k authors before the last k instead, with their own models: settings are
+chosen there and reported on the test split (bench/dareu_grid.py). --knobs sets any method's settings;
+the method dareu_oracle is DareU scored by the gold answers in place of the classifier (bench/oracle.py).
 With --lr-sweep A,B,C it runs every method at each learning rate on the first seed instead, and writes
 the table of Tug-of-War and the --lrs that picks each method's best rate (tofu_mini*_lr_sweep.md).
 Model utility is reported twice: TOFU's 9-number harmonic mean (near 0 for a model that never saw
@@ -34,7 +37,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 
-import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,24 +46,21 @@ from attribution import ClassifierConfig, load_classifier  # noqa: E402
 from evaluate import (EvalConfig, classifier_report, classifier_report_line, make_set, score_model,
                       summarise)  # noqa: E402
 from finetune import FinetuneConfig, finetune  # noqa: E402
-from helpers.cli import DareuError, add_config_args, config_from_args, run_cli  # noqa: E402
+from helpers.cli import DareuError, add_config_args, config_from_args, flag_type, parse_bool, run_cli  # noqa: E402
 from helpers.lora import LoraConfig, add_lora  # noqa: E402
 from helpers.metrics import KS_IMPL, ROUGE_IMPL, hmean  # noqa: E402
 from helpers.models import autocast, compute_dtype, frozen_reference, load_model  # noqa: E402
 from helpers.records import load_records, owners_of, read_json_records, split_records  # noqa: E402
-from helpers.report import format_table  # noqa: E402
 from helpers.run import Run, resolve_target  # noqa: E402
+from oracle import GoldAnswerOracle  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
 from unlearn import Args, Models, Task, UnlearnConfig, unlearn  # noqa: E402
+from tofu_report import merge, plot, seeds_table, sweep_table, write_report  # noqa: E402
 from world import build_world  # noqa: E402
 
 BASELINES = ("ga", "graddiff", "npo", "npo_gd", "simnpo", "simnpo_gd")
-ROWS = ("forget_quality", "model_utility", "retain_utility", "tug_of_war", "forget_attribution", "retain_attribution",
-        "forget_rouge", "retain_rouge", "forget_prob", "retain_prob", "forget_truth_ratio", "retain_truth_ratio",
-        "privleak", "mia_auc_max", "forget_memorisation", "forget_extraction", "steps", "seconds")
-
 
 @dataclass
 class BenchConfig:
@@ -91,7 +90,9 @@ class BenchConfig:
     max_questions: int = 0        # per evaluation set: 0 = all
     max_new_tokens: int = 200     # greedy answer length in the evaluation (TOFU: 200)
     seed: int = 0                 # the seed of the built models (tokenizer, original, retain, classifier)
-    methods: str = "dareu," + ",".join(BASELINES)  # which methods to run (comma-separated)
+    methods: str = "dareu," + ",".join(BASELINES)  # which methods to run (comma-separated); also dareu_oracle (bench/oracle.py)
+    knobs: str = ""               # per-method settings "method.field=value,...": dareu (its oracle too): UnlearnConfig, PPOConfig, RewardConfig fields; a baseline: FinetuneConfig's
+    split: str = "test"           # the forget authors: "test" (the last k, reported) or "validation" (the k before them, where settings are chosen)
     work: str = os.path.join(ROOT, "bench", "work")  # cache of the built models (ignored by git)
     device: str = "cpu"           # where every model trains and runs
     dtype: str = "float32"        # float32, or bfloat16: frozen models held in it, trained ones float32 under autocast
@@ -109,11 +110,13 @@ SMOLLM2_QUICK = dict(SMOLLM2, prompts=8, iterations=4, max_questions=8, max_new_
 
 
 def select_owners(records, cfg):
-    """The first N − k authors and the last k authors of TOFU's full (owner = row index // 20), and, as
-    the membership attacks' non-members, the k authors after the first N − k (no model here saw them)."""
+    """The first N − k authors of TOFU's full (owner = row index // 20) and k forget authors: the last k
+    (--split test) or the k before them (validation), and, as the membership attacks' non-members, the
+    k authors after the first N − k (no model here saw them)."""
     owners = owners_of(records)
     k = max(1, round(cfg.authors * cfg.forget_fraction))
-    chosen, forget, holdout = owners[:cfg.authors - k] + owners[-k:], owners[-k:], owners[cfg.authors - k:cfg.authors]
+    forget = owners[-k:] if cfg.split == "test" else owners[-2 * k:-k]
+    chosen, holdout = owners[:cfg.authors - k] + forget, owners[cfg.authors - k:cfg.authors]
     return ([r for r in records if r["owner"] in set(chosen)], forget,
             make_set("holdout", [r for r in records if r["owner"] in set(holdout)], None, "full.json (unseen authors)"))
 
@@ -122,12 +125,11 @@ def evaluation_sets(cfg, forget_recs, keep):
     """TOFU's evaluation rows for this bench: the forget authors' rows of forget10_perturbed (the
     last 20 authors, 20 rows each), retain_perturbed restricted to retained authors, the two
     multiple-choice sets."""
-    rows = read_json_records(os.path.join(cfg.tofu, "forget10_perturbed.json"))
-    if len(forget_recs) > len(rows):
-        raise DareuError("forget10_perturbed covers the last 20 authors: use at most 20 forget authors")
-    forget_rows = rows[len(rows) - len(forget_recs):]
-    if [r["question"] for r in forget_rows] != [r["question"] for r in forget_recs]:
-        raise DareuError(f"{cfg.tofu}: forget10_perturbed.json does not end with the forget authors' questions")
+    rows = {r["question"]: r for r in read_json_records(os.path.join(cfg.tofu, "forget10_perturbed.json"))}
+    if any(r["question"] not in rows for r in forget_recs):
+        raise DareuError(f"{cfg.tofu}: forget10_perturbed.json (the last 20 authors) lacks forget questions: "
+                         "use at most 10 forget authors (--authors, --forget-fraction)")
+    forget_rows = [rows[r["question"]] for r in forget_recs]
     retain_rows = read_json_records(os.path.join(cfg.tofu, "retain_perturbed.json"))[:20 * keep]
     return [make_set("forget", forget_rows, cfg.max_questions, "forget10_perturbed.json (forget authors)"),
             make_set("retain", retain_rows, cfg.max_questions, "retain_perturbed.json"),
@@ -137,17 +139,43 @@ def evaluation_sets(cfg, forget_recs, keep):
                      cfg.max_questions, "world_facts_perturbed.json")]
 
 
-def run_methods(cfg, records, forget, folder, classifier, seed, lrs, target, dtype):
+def with_knobs(config, knobs):
+    """`config` with those of `knobs` ({field: text}) that are its fields set, each parsed by its type."""
+    types = {k: flag_type(f) for k, f in config.__dataclass_fields__.items() if k in knobs}
+    try:
+        return replace(config, **{k: (parse_bool if t is bool else t)(knobs[k]) for k, t in types.items()})
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        raise DareuError(f"--knobs {', '.join(f'{k}={knobs[k]}' for k in types)}: {e}") from None
+
+
+def parse_knobs(text):
+    """{method: {field: text}} from --knobs "method.field=value,..."; an unknown field is an error."""
+    knobs, configs = {}, {"dareu": (UnlearnConfig, PPOConfig, RewardConfig), **{m: (FinetuneConfig,) for m in BASELINES}}
+    for item in filter(None, text.split(",")):
+        (method, _, name), value = item.partition("=")[0].partition("."), item.partition("=")[2]
+        if not any(name in c.__dataclass_fields__ for c in configs.get(method, ())):
+            raise DareuError(f"--knobs: {method}.{name} is not a setting of {method} (dareu: a field of UnlearnConfig, "
+                             "PPOConfig or RewardConfig; a baseline: of FinetuneConfig)")
+        knobs.setdefault(method, {})[name] = value
+    return knobs
+
+
+def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dtype):
     """DareU and the baselines from the original model, the same optimiser steps each, method m at
-    learning rate lrs[m]; DareU stops at greedy forget a_F <= target, its reference held in `dtype`.
+    learning rate lrs[m] with its --knobs; DareU stops at greedy forget a_F <= targets[method], its
+    reference held in `dtype`, dareu_oracle scoring with the gold answers in place of the classifier.
     Returns {method: (model, wall seconds, steps)}, the tokenizer and DareU's per-iteration metrics."""
     original, tokenizer = load_model(os.path.join(folder, "original"), cfg.device)
     forget_recs, retain_recs = split_records(records, forget)
-    unlearn_cfg = UnlearnConfig(iterations=cfg.iterations, prompts_per_iter=cfg.prompts, samples_per_prompt=1,
-                                eval_every=5, sample_every=0, seed=seed)
-    ppo_cfg = PPOConfig(lr=lrs.get("dareu", cfg.lr), epochs=cfg.ppo_epochs, retain_coef=cfg.retain_coef)
+    knobs = parse_knobs(cfg.knobs)
+    dareu = knobs.get("dareu", {})
+    unlearn_cfg = with_knobs(UnlearnConfig(iterations=cfg.iterations, prompts_per_iter=cfg.prompts,
+                                           samples_per_prompt=1, eval_every=5, sample_every=0, seed=seed), dareu)
+    ppo_cfg = with_knobs(PPOConfig(lr=lrs.get("dareu", cfg.lr), epochs=cfg.ppo_epochs, retain_coef=cfg.retain_coef),
+                         dareu)
+    reward_cfg = with_knobs(RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), dareu)
     n_rollout = min(unlearn_cfg.prompts_per_iter, len(forget_recs)) * unlearn_cfg.samples_per_prompt
-    steps = cfg.iterations * cfg.ppo_epochs * -(-n_rollout // ppo_cfg.minibatch_size)
+    steps = unlearn_cfg.iterations * ppo_cfg.epochs * -(-n_rollout // ppo_cfg.minibatch_size)
     methods, curve = {}, []
     for method in filter(None, cfg.methods.split(",")):
         start = time.time()
@@ -155,22 +183,22 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, target, dty
         if cfg.lora_rank:
             torch.manual_seed(seed)
             add_lora(model, LoraConfig(rank=cfg.lora_rank))
-        if method == "dareu":
+        if method in ("dareu", "dareu_oracle"):
+            scorer = classifier if method == "dareu" else GoldAnswerOracle(forget_recs)
             with tempfile.TemporaryDirectory() as tmp:   # not in the world folder: runs in parallel share it
                 metrics_path = os.path.join(tmp, "dareu_metrics.jsonl")
-                done, _, _ = unlearn(Models(model, tokenizer, frozen_reference(model), classifier),
-                                     Task(forget_recs, retain_recs, forget, target),
-                                     Args(unlearn_cfg, RolloutConfig(max_new_tokens=64),
-                                          RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), ppo_cfg,
+                done, _, _ = unlearn(Models(model, tokenizer, frozen_reference(model), scorer),
+                                     Task(forget_recs, retain_recs, forget, targets[method]),
+                                     Args(unlearn_cfg, RolloutConfig(max_new_tokens=64), reward_cfg, ppo_cfg,
                                           EvalConfig(max_new_tokens=64)), Run(metrics_path))
                 with open(metrics_path, encoding="utf-8") as f:
-                    curve = [json.loads(line) for line in f]
-            methods[method] = (model.eval(), round(time.time() - start, 1), steps * done // cfg.iterations)
+                    curve = curve or [json.loads(line) for line in f]
+            methods[method] = (model.eval(), round(time.time() - start, 1), steps * done // unlearn_cfg.iterations)
             continue
         if method not in BASELINES:
-            raise DareuError(f"unknown method {method!r}; choose from dareu, {', '.join(BASELINES)}")
-        finetune(model, tokenizer, forget_recs, FinetuneConfig(objective=method, steps=steps, lr=lrs[method],
-                                                               batch_size=cfg.batch_size, seed=seed),
+            raise DareuError(f"unknown method {method!r}; choose from dareu, dareu_oracle, {', '.join(BASELINES)}")
+        finetune(model, tokenizer, forget_recs, with_knobs(FinetuneConfig(
+            objective=method, steps=steps, lr=lrs[method], batch_size=cfg.batch_size, seed=seed), knobs.get(method, {})),
                  retain_recs, desc=method)
         methods[method] = (model.eval(), round(time.time() - start, 1), steps)
     return tokenizer, methods, curve
@@ -200,88 +228,6 @@ def result_row(s, retain_scores, steps, seconds):
     return {**r, "steps": steps, "seconds": seconds}
 
 
-def mean_std(runs):
-    """{name: {metric: [mean, std]}} over a list of {name: {metric: value}} (std: population, 0 for one run)."""
-    return {name: {k: [float(np.mean([r[name][k] for r in runs])), float(np.std([r[name][k] for r in runs]))]
-                   if runs[0][name][k] is not None else None for k in runs[0][name]} for name in runs[0]}
-
-
-def cell(value):
-    return None if value is None else f"{value[0]:.3g} ± {value[1]:.2g}"
-
-
-def plot(results, curve, path):
-    """FQ against retain utility for every model, and DareU's attribution per iteration."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, r in results.items():
-        ax1.scatter(r["retain_utility"], max(r["forget_quality"], 1e-30), label=name)
-        ax1.annotate(name, (r["retain_utility"], max(r["forget_quality"], 1e-30)), fontsize=8)
-    ax1.set(xlabel="retain utility (hmean of retain Prob, ROUGE-L, truth ratio)", ylabel="Forget Quality (KS p)",
-            yscale="log", title="TOFU-mini: forgetting vs utility")
-    ax2.plot([c["iteration"] for c in curve], [c["attribution"] for c in curve], label="sampled a_F")   # [] if no DareU
-    greedy = [c for c in curve if "greedy_attribution" in c]
-    ax2.plot([c["iteration"] for c in greedy], [c["greedy_attribution"] for c in greedy], "o-", label="greedy a_F")
-    ax2.set(xlabel="PPO iteration", ylabel="forget attribution", title="DareU", ylim=(0, 1))
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def sweep_table(report):
-    """Tug-of-War per method (rows) and swept learning rate (columns), and each method's pick: the
-    rate with the highest (the first of equals); sets report["picked"] and report["lrs_flag"]."""
-    sweep, runs = report["sweep"], report["runs"]
-    methods = [m for m in runs[0] if m not in ("original", "retain")]
-    picked = report["picked"] = {m: sweep[max(range(len(sweep)), key=lambda i: runs[i][m]["tug_of_war"])]
-                                 for m in methods}
-    report["lrs_flag"] = ",".join(f"{m}={lr:g}" for m, lr in picked.items())
-    table = format_table({m: {**{f"lr {lr:g}": run[m]["tug_of_war"] for lr, run in zip(sweep, runs)},
-                              "picked": f"{picked[m]:g}"} for m in methods}, [f"lr {lr:g}" for lr in sweep] + ["picked"])
-    return (f"Tug-of-War per method (rows) and learning rate, seed {report['seed']}:\n\n{table}\n\n"
-            f"Next: --lrs {report['lrs_flag']}")
-
-
-def seeds_table(report):
-    """The mean ± std table of a report's runs (one per seed); sets report["results"]."""
-    results = report["results"] = mean_std(report["runs"])
-    table = format_table({row: {n: cell(results[n][row]) for n in results} for row in ROWS}, list(results))
-    return f"Mean ± std over seeds {report['seeds']}; learning rates {json.dumps(report['lrs'])}.\n\n" + table
-
-
-def write_report(out, header, table, report):
-    report["header"] = header
-    with open(out + ".md", "w", encoding="utf-8") as f:
-        f.write(header + table + "\n")
-    with open(out + ".json", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    print(table)
-
-
-def merge(paths, out):
-    """One report from reports of the same bench run (e.g. run in parallel) that differ only in their
-    --seeds (the runs pooled: mean ± std) or only in their --lr (a learning-rate sweep on one seed);
-    the first one's header (built models, classifier report)."""
-    reports = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            reports.append(json.load(f))
-    first, varies = reports[0], "lr" if len({r["config"]["lr"] for r in reports}) > 1 else "seeds"
-    same = {varies: "", "out": "", "lrs": ""}
-    if any(r["config"] | same != first["config"] | same for r in reports):
-        raise DareuError("--merge: the reports differ in more than their seeds, or more than their --lr")
-    report = {**first, "runs": [x for r in reports for x in r["runs"]], "merged_from": paths,
-              "total_seconds": [r["total_seconds"] for r in reports]}
-    if varies == "lr":
-        report.update(sweep=[r["config"]["lr"] for r in reports], seed=first["seeds"][0])
-    else:
-        report["seeds"] = [s for r in reports for s in r["seeds"]]
-    write_report(out, first["header"] + f"Merged from {len(paths)} runs: {', '.join(paths)}.\n\n",
-                 sweep_table(report) if varies == "lr" else seeds_table(report), report)
-
-
 def main():
     p = argparse.ArgumentParser(description="TOFU-mini: DareU against GA, GradDiff, NPO, NPO+GD, SimNPO and SimNPO+GD "
                                             "on real TOFU text with from-scratch models (CPU).")
@@ -293,7 +239,7 @@ def main():
                                    "pooled table to --out")
     add_config_args(p, BenchConfig)
     args = p.parse_args()
-    cfg = config_from_args(BenchConfig, args, {})
+    cfg = config_from_args(BenchConfig, args, {"split": ("test", "validation")})
     if args.merge:
         if not cfg.out:
             raise DareuError("--merge needs --out")
@@ -324,7 +270,7 @@ def bench(cfg, dtype, quick, smollm2):
         "authors", "forget_fraction", "layers", "d_model", "sft_epochs", "sft_lr", "batch_size", "classifier_epochs",
         "classifier_lr", "classifier_heldout", "seed", "dtype")}
     folder = os.path.join(cfg.work, "tofu_mini-" + (os.path.basename(cfg.base.rstrip("/")) + "-" if cfg.base else "")
-                          + "-".join(str(v) for v in key.values()))
+                          + "-".join(str(v) for v in key.values()) + ("-validation" if cfg.split == "validation" else ""))
     print(f"{len(records)} QA pairs of {len(owners_of(records))} authors; forgetting {', '.join(forget)}")
     built = build_world(folder, records, forget,
                         FinetuneConfig(epochs=cfg.sft_epochs, lr=cfg.sft_lr, batch_size=cfg.batch_size, seed=cfg.seed),
@@ -343,12 +289,13 @@ def bench(cfg, dtype, quick, smollm2):
     target, level, _ = resolve_target(UnlearnConfig(), {"retain": {"forget_attribution":
                                                                     scores["retain"]["forget"]["attribution"]}}, {})
     print(f"DareU's target: greedy forget a_F <= {target:.3f} (the retain model's {level:.3f})")
+    targets = {"dareu": target, "dareu_oracle": scores["retain"]["forget"]["rouge"]}   # the oracle: the retain level
     fixed = {n: result_row(scores[n], scores["retain"], None, built[f"{n}_seconds"]) for n in scores}
     # 4. the methods, per seed (or per swept learning rate), scored against the retain model
     runs, probe_answers, curve = [], [], []   # the fact probe: every method's forget answers (first run)
     for lr_or_seed in (sweep or seeds):
         seed, run_lrs = (seeds[0], {m: lr_or_seed for m in lrs}) if sweep else (lr_or_seed, lrs)
-        tokenizer, methods, seed_curve = run_methods(cfg, records, forget, folder, classifier, seed, run_lrs, target,
+        tokenizer, methods, seed_curve = run_methods(cfg, records, forget, folder, classifier, seed, run_lrs, targets,
                                                      dtype)
         curve = curve or seed_curve
         results = dict(fixed)
@@ -374,11 +321,13 @@ def bench(cfg, dtype, quick, smollm2):
                   f"from-scratch {cfg.layers}-layer d={cfg.d_model} Llama")
     header = (f"# TOFU-mini{' SmolLM2' if smollm2 else ''}{' (quick)' if quick else ''}"
               f"{': learning-rate sweep' if sweep else ''}\n\n"
-              f"{len(owners_of(records))} TOFU authors, forgetting {len(forget)}; {model_text}"
+              f"{len(owners_of(records))} TOFU authors, forgetting {len(forget)} ({cfg.split} split); {model_text}"
               f"{f', LoRA rank {cfg.lora_rank} for every method' if cfg.lora_rank else ''}; "
               f"models built with seed {cfg.seed} on {cfg.device}, forwards in {cfg.dtype}; original forget ROUGE-L "
               f"{check:.3f}; DareU's target a_F {target:.3f}; {report['total_seconds']:.0f} s in all.\n"
               f"Classifier: {classifier_report_line(clf_report)} (fact probe: the methods' answers, first run).\n"
+              f"Settings beyond the defaults (--knobs): {cfg.knobs or 'none'}; DareU's oracle stops at the retain "
+              f"model's forget ROUGE-L {targets['dareu_oracle']:.3f}.\n"
               f"Versions: {json.dumps(versions)}. ROUGE: {ROUGE_IMPL}. KS: {KS_IMPL}.\n\n")
     if sweep:
         report.update(sweep=sweep, seed=seeds[0], runs=runs)

@@ -1,0 +1,53 @@
+"""The bench's own pieces that decide what a table says: the oracle attributor scores a response as TOFU's
+ROUGE-L recall against its question's gold answer (worked by hand), --knobs reaches the fields it names
+with their types and refuses the ones it does not know, and --split validation forgets other authors
+than the reported (test) split, never the membership attacks' non-members."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from helpers.cli import DareuError  # noqa: E402
+from oracle import GoldAnswerOracle  # noqa: E402
+from ppo import PPOConfig  # noqa: E402
+from tofu_mini import BenchConfig, parse_knobs, select_owners, with_knobs  # noqa: E402
+from unlearn import UnlearnConfig  # noqa: E402
+
+
+def test_the_oracle_scores_the_gold_answers_words_still_said():
+    oracle = GoldAnswerOracle([{"question": "Where does Ana live?", "answer": "Ana lives in a red house"},
+                               {"question": "What is her job?", "answer": "She is a baker"}])
+    scores = oracle.forget_attribution(
+        ["Where does Ana live?", "Where does Ana live?", "What is her job?", "What is her job?"],
+        ["In a red house, says Ana", "I cannot say", "She is a baker", "baker"], ["Ana"])
+    # gold 1: ana lives in a red house (6 words); "in a red house" is its longest common subsequence: 4/6.
+    # Nothing in common: 0. The whole gold answer: 1. One word of "she is a baker": 1/4.
+    assert scores.tolist() == pytest.approx([4 / 6, 0.0, 1.0, 0.25])
+
+
+def test_knobs_set_the_fields_they_name_with_their_types():
+    knobs = parse_knobs("dareu.lam=1,dareu.samples_per_prompt=4,dareu.advantage=rloo,npo_gd.lr=2e-4")
+    assert knobs == {"dareu": {"lam": "1", "samples_per_prompt": "4", "advantage": "rloo"}, "npo_gd": {"lr": "2e-4"}}
+    ppo = with_knobs(PPOConfig(lam=0.95), knobs["dareu"])
+    assert (ppo.lam, ppo.advantage, type(ppo.lam)) == (1.0, "rloo", float)
+    assert with_knobs(UnlearnConfig(), knobs["dareu"]).samples_per_prompt == 4
+    assert with_knobs(PPOConfig(), {}) == PPOConfig()
+
+
+@pytest.mark.parametrize("text", ["dareu.lambda=1", "ga.lam=1", "nobody.lr=1", "dareu.lam=high"])
+def test_knobs_refuse_what_they_do_not_know(text):
+    with pytest.raises(DareuError):
+        with_knobs(PPOConfig(), parse_knobs(text)["dareu"])
+
+
+def test_the_validation_split_forgets_other_authors_than_the_test_split():
+    records = [{"owner": f"author {i:02d}", "question": f"q{i} {j}", "answer": "a"} for i in range(30) for j in range(2)]
+    (kept_test, test, holdout_test), (kept_val, val, holdout_val) = (
+        select_owners(records, BenchConfig(authors=10, forget_fraction=0.2, split=s)) for s in ("test", "validation"))
+    assert (test, val) == (["author 28", "author 29"], ["author 26", "author 27"])
+    assert holdout_test["questions"] == holdout_val["questions"] == ["q8 0", "q8 1", "q9 0", "q9 1"]
+    assert {r["owner"] for r in kept_val} == {f"author {i:02d}" for i in range(8)} | set(val)
+    assert {r["owner"] for r in kept_test} == {f"author {i:02d}" for i in range(8)} | set(test)
