@@ -30,27 +30,28 @@ from helpers.cli import DareuError, run_cli  # noqa: E402
 from helpers.report import format_table  # noqa: E402
 
 SAMPLES4 = "dareu.samples_per_prompt=4,dareu.prompts_per_iter=10"
-ROWS = {   # name: (methods, --knobs)
-    "defaults": ("dareu,npo_gd,simnpo_gd", ""),
-    "λ = 1": ("dareu", "dareu.lam=1"),
-    "no value clipping": ("dareu", "dareu.vf_clip=1000"),
-    "2 samples, GAE": ("dareu", "dareu.samples_per_prompt=2,dareu.prompts_per_iter=20"),
-    "4 samples, GAE": ("dareu", SAMPLES4),
-    "4 samples, RLOO": ("dareu", SAMPLES4 + ",dareu.advantage=rloo"),
-    "4 samples, group mean": ("dareu", SAMPLES4 + ",dareu.advantage=group_mean"),
-    "8 samples, RLOO": ("dareu", "dareu.samples_per_prompt=8,dareu.prompts_per_iter=5,dareu.advantage=rloo"),
-    "β = 0.01": ("dareu", "dareu.kl_coef=0.01"),
-    "no early stop": ("dareu", "dareu.stop_on=never"),
-    "oracle attributor": ("dareu_oracle", ""),
+ROWS = {   # name: (what it changes, methods, --knobs)
+    "defaults": ("the quick defaults", "dareu,npo_gd,simnpo_gd", ""),
+    "lam1": ("λ = 1", "dareu", "dareu.lam=1"),
+    "no_vf_clip": ("no value clipping", "dareu", "dareu.vf_clip=1000"),
+    "samples2": ("2 samples, GAE", "dareu", "dareu.samples_per_prompt=2,dareu.prompts_per_iter=20"),
+    "samples4": ("4 samples, GAE", "dareu", SAMPLES4),
+    "samples4_rloo": ("4 samples, RLOO", "dareu", SAMPLES4 + ",dareu.advantage=rloo"),
+    "samples4_group_mean": ("4 samples, group mean", "dareu", SAMPLES4 + ",dareu.advantage=group_mean"),
+    "samples8_rloo": ("8 samples, RLOO", "dareu",
+                      "dareu.samples_per_prompt=8,dareu.prompts_per_iter=5,dareu.advantage=rloo"),
+    "beta0.01": ("β = 0.01", "dareu", "dareu.kl_coef=0.01"),
+    "no_stop": ("no early stop", "dareu", "dareu.stop_on=never"),
+    "oracle": ("oracle attributor", "dareu_oracle", ""),
 }
 METRICS = ("tug_of_war", "forget_quality", "forget_rouge", "forget_prob", "forget_truth_ratio", "forget_attribution",
-           "retain_utility", "privleak", "steps")
+           "retain_utility", "privleak", "steps", "seconds")
 
 
 def run_row(name, seeds, size, work):
     """The row's tofu_mini report (run now unless --work already has it)."""
-    methods, knobs = ROWS[name]
-    out = os.path.join(work, "".join(c if c.isalnum() else "_" for c in name))
+    _, methods, knobs = ROWS[name]
+    out = os.path.join(work, name)
     if not os.path.isfile(out + ".json"):
         command = [sys.executable, os.path.join(ROOT, "bench", "tofu_mini.py"), "--split", "validation",
                    "--methods", methods, "--knobs", knobs, "--seeds", seeds, "--out", out] + (
@@ -64,7 +65,7 @@ def run_row(name, seeds, size, work):
 
 def main():
     p = argparse.ArgumentParser(description="DareU's knobs one at a time on TOFU-mini's validation split.")
-    p.add_argument("--rows", default=",".join(ROWS), help="rows to run (comma-separated names): " + "; ".join(ROWS))
+    p.add_argument("--rows", default=",".join(ROWS), help="rows to run (comma-separated): " + ", ".join(ROWS))
     p.add_argument("--seeds", default="0", help="seeds of every row (comma-separated)")
     p.add_argument("--size", default="quick", choices=("quick", "full"), help="TOFU-mini's size")
     p.add_argument("--work", default=os.path.join(ROOT, "bench", "work", "dareu_grid"), help="each row's report")
@@ -72,22 +73,22 @@ def main():
     args = p.parse_args()
     names = args.rows.split(",")
     if any(n not in ROWS for n in names):
-        raise DareuError(f"--rows: unknown row in {args.rows!r}; the rows are: {'; '.join(ROWS)}")
+        raise DareuError(f"--rows: unknown row in {args.rows!r}; the rows are: {', '.join(ROWS)}")
     os.makedirs(args.work, exist_ok=True)
     reports = {n: run_row(n, args.seeds, args.size, args.work) for n in names}
     first = reports[names[0]]
     table = {name: first["results"][name] for name in ("original", "retain")}
     for name, report in reports.items():
-        methods = ROWS[name][0].split(",")
-        table[f"DareU: {name}" if methods[0].startswith("dareu") else name] = report["results"][methods[0]]
+        methods = ROWS[name][1].split(",")
+        table[f"DareU: {ROWS[name][0]}"] = report["results"][methods[0]]
         table.update({m: report["results"][m] for m in methods[1:]})
-    cells = {row: {m: (f"{v[0]:.3g}" + (f" ± {v[1]:.2g}" if v[1] else "")) if v else "n/a" for m, v in r.items()}
-             for row, r in table.items()}
+    cells = {metric: {row: (f"{r[metric][0]:.3g}" + (f" ± {r[metric][1]:.2g}" if r[metric][1] else ""))
+                      if r[metric] else None for row, r in table.items()} for metric in METRICS}
     text = (f"# DareU's knobs one at a time: TOFU-mini ({args.size}), validation split\n\n"
             f"Forget authors {', '.join(first['forget_authors'])} (not those of the reported tables); seeds "
             f"{args.seeds}; DareU's target a_F {first['target']:.3f}; every other setting as bench/tofu_mini.py "
             f"--{args.size} (reports: {args.work}). Command: python bench/dareu_grid.py --seeds {args.seeds} "
-            f"--size {args.size}.\n\n" + format_table(cells, list(METRICS)) + "\n")
+            f"--size {args.size}.\n\n" + format_table(cells, list(table)) + "\n")
     with open(args.out + ".md", "w", encoding="utf-8") as f:
         f.write(text)
     with open(args.out + ".json", "w", encoding="utf-8") as f:
