@@ -11,6 +11,8 @@ and one change (--knobs), and one row of DareU scored by the gold answers instea
   the KL penalty      β = 0.01 in place of 0.05
   the stop rule       no early stop (all iterations)
   the classifier      the gold-answer oracle
+  the learning rate   1e-4 and 1e-3 around the bench's 3e-4, for DareU and for NPO+GD and SimNPO+GD, the
+                      baselines' tuning budget (their rows at 3e-4 come with the defaults)
 
 Settings are chosen here and reported on the test split (bench/tofu_mini.py --knobs), never tuned on it.
 Writes bench/results/dareu_grid_validation.{md,json}; each run's own report goes to --work.
@@ -25,9 +27,11 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from helpers.cli import DareuError, run_cli  # noqa: E402
 from helpers.report import format_table  # noqa: E402
+from tofu_report import merge  # noqa: E402
 
 SAMPLES4 = "dareu.samples_per_prompt=4,dareu.prompts_per_iter=10"
 ROWS = {   # name: (what it changes, methods, --knobs)
@@ -43,23 +47,31 @@ ROWS = {   # name: (what it changes, methods, --knobs)
     "beta0.01": ("β = 0.01", "dareu", "dareu.kl_coef=0.01"),
     "no_stop": ("no early stop", "dareu", "dareu.stop_on=never"),
     "oracle": ("oracle attributor", "dareu_oracle", ""),
+    "lr1e-4": ("lr 1e-4", "dareu,npo_gd,simnpo_gd", "dareu.lr=1e-4,npo_gd.lr=1e-4,simnpo_gd.lr=1e-4"),
+    "lr1e-3": ("lr 1e-3", "dareu,npo_gd,simnpo_gd", "dareu.lr=1e-3,npo_gd.lr=1e-3,simnpo_gd.lr=1e-3"),
 }
 METRICS = ("tug_of_war", "forget_quality", "forget_rouge", "forget_prob", "forget_truth_ratio", "forget_attribution",
            "retain_utility", "privleak", "steps", "seconds")
 
 
 def run_row(name, seeds, size, work):
-    """The row's tofu_mini report (run now unless --work already has it)."""
+    """The row's tofu_mini report over `seeds`: one run per seed (each run now unless --work already has
+    it: a grid grows seed by seed), pooled as mean ± std by tofu_report.merge."""
     _, methods, knobs = ROWS[name]
-    out = os.path.join(work, name)
-    if not os.path.isfile(out + ".json"):
-        command = [sys.executable, os.path.join(ROOT, "bench", "tofu_mini.py"), "--split", "validation",
-                   "--methods", methods, "--knobs", knobs, "--seeds", seeds, "--out", out] + (
-                   ["--quick"] if size == "quick" else [])
-        print(" ".join(command), flush=True)
-        if subprocess.run(command).returncode:
-            raise DareuError(f"row {name!r}: bench/tofu_mini.py failed (its output is above)")
-    with open(out + ".json", encoding="utf-8") as f:
+    paths = []
+    for seed in seeds.split(","):
+        out = os.path.join(work, size, f"{name}-seed{seed}")
+        if not os.path.isfile(out + ".json"):
+            command = [sys.executable, os.path.join(ROOT, "bench", "tofu_mini.py"), "--split", "validation",
+                       "--methods", methods, "--knobs", knobs, "--seeds", seed, "--out", out] + (
+                       ["--quick"] if size == "quick" else [])
+            print(" ".join(command), flush=True)
+            if subprocess.run(command).returncode:
+                raise DareuError(f"row {name!r}: bench/tofu_mini.py failed (its output is above)")
+        paths.append(out + ".json")
+    pooled = os.path.join(work, size, name)
+    merge(paths, pooled)
+    with open(pooled + ".json", encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -79,9 +91,7 @@ def main():
     first = reports[names[0]]
     table = {name: first["results"][name] for name in ("original", "retain")}
     for name, report in reports.items():
-        methods = ROWS[name][1].split(",")
-        table[f"DareU: {ROWS[name][0]}"] = report["results"][methods[0]]
-        table.update({m: report["results"][m] for m in methods[1:]})
+        table.update({f"{m}: {ROWS[name][0]}": report["results"][m] for m in ROWS[name][1].split(",")})
     cells = {metric: {row: (f"{r[metric][0]:.3g}" + (f" ± {r[metric][1]:.2g}" if r[metric][1] else ""))
                       if r[metric] else None for row, r in table.items()} for metric in METRICS}
     text = (f"# DareU's knobs one at a time: TOFU-mini ({args.size}), validation split\n\n"
