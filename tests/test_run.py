@@ -182,6 +182,19 @@ def test_the_design_card_command_runs_without_data(default_world, tmp_path):
     assert len(lines) == 2 and all(line["retain_kl"] == 0 for line in lines)
 
 
+def test_the_runs_reference_is_the_original_under_bf16(default_world, tmp_path):
+    """unlearn.py --dtype bfloat16 (float32 masters under bf16 autocast): the reference main builds computes
+    what the policy computes before its first update, so the first rollout's KL is exactly 0 (a reference
+    copied into bf16 weights differed from step 0)."""
+    cache, world, _, _ = default_world
+    out = tmp_path / "out"
+    proc = run_python(["unlearn.py", "--out", str(out), "--dtype", "bfloat16", "--iterations", "1",
+                       "--sample-every", "0"], env={"DAREU_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["kl"] == 0.0 and json.loads((out / "summary.json").read_text())["dtype"] == "bfloat16"
+
+
 def test_default_run_with_lora_and_gradient_checkpointing(default_world, tmp_path):
     """--lora --gradient-checkpointing on the embedded world: on-policy first minibatch, a merged output
     in the original's format (no adapter keys) that differs from the original only in the adapted
