@@ -97,7 +97,8 @@ def main():
     text = (f"# DareU's knobs one at a time: TOFU-mini ({args.size}), validation split\n\n"
             f"Forget authors {', '.join(first['forget_authors'])} (not those of the reported tables); seeds "
             f"{args.seeds}; DareU's target a_F {first['target']:.3f}; every other setting as bench/tofu_mini.py "
-            f"--{args.size} (reports: {args.work}). Command: python bench/dareu_grid.py --seeds {args.seeds} "
+            f"--{args.size} (reports: {os.path.relpath(args.work, ROOT)}). Command: python bench/dareu_grid.py "
+            f"--seeds {args.seeds} "
             f"--size {args.size}.\n\n" + format_table(cells, list(table)) + "\n")
     with open(args.out + ".md", "w", encoding="utf-8") as f:
         f.write(text)
