@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from helpers.cli import DareuError, run_cli  # noqa: E402
 from helpers.report import format_table  # noqa: E402
-from tofu_report import merge  # noqa: E402
+from tofu_report import cell, merge  # noqa: E402
 
 SAMPLES4 = "dareu.samples_per_prompt=4,dareu.prompts_per_iter=10"
 ROWS = {   # name: (what it changes, methods, --knobs)
@@ -92,8 +92,7 @@ def main():
     table = {name: first["results"][name] for name in ("original", "retain")}
     for name, report in reports.items():
         table.update({f"{m}: {ROWS[name][0]}": report["results"][m] for m in ROWS[name][1].split(",")})
-    cells = {metric: {row: (f"{r[metric][0]:.3g}" + (f" ± {r[metric][1]:.2g}" if r[metric][1] else ""))
-                      if r[metric] else None for row, r in table.items()} for metric in METRICS}
+    cells = {metric: {row: cell(r[metric]) for row, r in table.items()} for metric in METRICS}
     text = (f"# DareU's knobs one at a time: TOFU-mini ({args.size}), validation split\n\n"
             f"Forget authors {', '.join(first['forget_authors'])} (not those of the reported tables); seeds "
             f"{args.seeds}; DareU's target a_F {first['target']:.3f}; every other setting as bench/tofu_mini.py "
