@@ -1,11 +1,13 @@
 """The bench's own pieces that decide what a table says: the oracle attributor scores a response as TOFU's
 ROUGE-L recall against its question's gold answer (worked by hand), --knobs reaches the fields it names
 with their types and refuses the ones it does not know, and --split validation forgets other authors
-than the reported (test) split, never the membership attacks' non-members."""
+than the reported (test) split, never the membership attacks' non-members; TRL's reward in the speed bench is
+our score (−a_F of the masked answer, the floor without a stop token or with too few words)."""
 import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -14,7 +16,9 @@ from helpers.cli import DareuError  # noqa: E402
 from oracle import GoldAnswerOracle  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from tofu_mini import BenchConfig, parse_knobs, select_owners, with_knobs  # noqa: E402
+from reward import RewardConfig  # noqa: E402
 from unlearn import UnlearnConfig  # noqa: E402
+from vs_trl import trl_reward  # noqa: E402
 
 
 def test_the_oracle_scores_the_gold_answers_words_still_said():
@@ -51,3 +55,20 @@ def test_the_validation_split_forgets_other_authors_than_the_test_split():
     assert holdout_test["questions"] == holdout_val["questions"] == ["q8 0", "q8 1", "q9 0", "q9 1"]
     assert {r["owner"] for r in kept_val} == {f"author {i:02d}" for i in range(8)} | set(val)
     assert {r["owner"] for r in kept_test} == {f"author {i:02d}" for i in range(8)} | set(test)
+
+
+def test_trls_reward_is_our_score_of_each_completion():
+    class Attributor:   # a_F by hand, and what it was asked
+        def forget_attribution(self, prompts, responses, forget_owners):
+            self.asked = (list(prompts), list(responses), list(forget_owners))
+            return torch.tensor([0.25, 0.5, 0.75, 0.1])
+    attributor, stop = Attributor(), 7
+    reward = trl_reward(attributor, ["Ana"], [stop], RewardConfig(missing_eos_penalty=-1.0, min_words=2))
+    completions = ["Ana lives in a red house", "She bakes bread", "and so on and so", "Baker"]
+    ids = [[4, 5, 6, stop], [4, 5, stop], [4, 5, 6, 4, 5], [4, stop]]   # TRL's: up to the first stop token, if any
+    out = reward(prompts=["<chat>Where?"] * 4, completions=completions, completion_ids=ids,
+                 question=["Where does Ana live?"] * 4, trainer_state=None)
+    # ended and two words or more: −a_F; no stop token (cut at the length limit), or one word: the floor −1
+    assert out == pytest.approx([-0.25, -0.5, -1.0, -1.0])
+    # the classifier reads the question (for name masking), not TRL's templated prompt
+    assert attributor.asked == (["Where does Ana live?"] * 4, completions, ["Ana"])
