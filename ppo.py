@@ -185,10 +185,8 @@ def ppo_update(policy, ref_lm, optimizer, tokenizer, batch, cfg, temperature, re
             count = batch["response_mask"][rows].float().sum().clamp(min=1)   # the whole minibatch's tokens
             idx = rows[rank::size]
             mask = batch["response_mask"][idx].float()
-            # trim columns that are padding in every row of this minibatch (left of the prompts)
-            ids, attn = batch["input_ids"][idx], batch["attention_mask"][idx]
-            first = int(attn.any(0).float().argmax())
-            out = forward_logprobs(policy, ids[:, first:], attn[:, first:], R, temperature, with_entropy=True)
+            out = forward_logprobs(policy, batch["input_ids"][idx], batch["attention_mask"][idx], R, temperature,
+                                   with_entropy=True)
             old_logp, adv, ret, old_v = (None if batch[k] is None else batch[k][idx]
                                          for k in ("logprobs", "advantages", "returns", "values"))
             pg_loss, vf_loss, minibatch_stats = ppo_losses(out["logprobs"], out["values"], old_logp, old_v, adv, ret,

@@ -347,23 +347,36 @@ def forward_logprobs(model, input_ids, attention_mask, n_response, temperature=1
     also holds "values" (rollout.PolicyWithValue: then the values at those positions are returned).
     logits[:, t] predicts token t+1, so the response tokens at columns P..P+R-1 are scored by the
     logits at columns P-1..P+R-2: only those R + 1 columns' logits are computed (logits_to_keep).
+    Columns that are padding in every row (left of the shortest prompt's start, right of the longest
+    response's end) never enter the forward: a causal model's outputs at the other columns do not
+    depend on them; their log-probs (and values, entropy) are returned as 0 (callers mask padding).
     Entropy, a statistic, is computed without gradients. `batch_size` > 0 runs the rows in micro-batches
-    (for forwards without gradients). Returns dict(logprobs [B,R], values [B,R] or None, entropy)."""
+    of similar response length, so that each leaves out more padding (for forwards without gradients).
+    Returns dict(logprobs [B,R], values [B,R] or None, entropy)."""
     if batch_size and input_ids.shape[0] > batch_size:
-        parts = [forward_logprobs(model, input_ids[i:i + batch_size], attention_mask[i:i + batch_size], n_response,
-                                  temperature, with_entropy) for i in range(0, input_ids.shape[0], batch_size)]
-        return {k: None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in parts[0]}
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
-                logits_to_keep=n_response + 1)
+        order = attention_mask[:, -n_response:].sum(-1).argsort(stable=True)   # rows by response length
+        parts = [forward_logprobs(model, input_ids[rows], attention_mask[rows], n_response, temperature, with_entropy)
+                 for rows in order.split(batch_size)]
+        back = order.argsort()   # the rows in their given order again
+        return {k: None if parts[0][k] is None else torch.cat([p[k] for p in parts])[back] for k in parts[0]}
+    used = attention_mask.any(0)   # columns that hold a token in some row
+    first = int(used.long().argmax())
+    end = max(used.shape[0] - int(used.flip(0).long().argmax()), used.shape[0] - n_response + 1)
+    R = n_response - (used.shape[0] - end)   # the response columns kept
+    ids, mask = input_ids[:, first:end], attention_mask[:, first:end]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), logits_to_keep=R + 1)
     logits = out["logits"][:, :-1]                                        # [B, R, V]
     values = out["values"][:, :-1] if "values" in out else None
-    rows = max(1, LOGPROB_CHUNK // n_response)                           # rows × R positions per chunk
-    logprobs = chunked(lambda l, t: _token_logprobs(l, t, temperature), logits, input_ids[:, -n_response:], rows=rows)
+    rows = max(1, LOGPROB_CHUNK // R)                                    # rows × R positions per chunk
+    logprobs = chunked(lambda l, t: _token_logprobs(l, t, temperature), logits, ids[:, -R:], rows=rows)
     entropy = None
     if with_entropy:
         with torch.no_grad():
             entropy = chunked(lambda l: _entropy(l, temperature), logits, rows=rows)
-    return {"logprobs": logprobs, "values": values, "entropy": entropy}
+
+    def padded(x):   # back to n_response columns
+        return None if x is None else F.pad(x, (0, n_response - R))
+    return {"logprobs": padded(logprobs), "values": padded(values), "entropy": padded(entropy)}
 
 
 def answer_logprobs(model, tokenizer, batch):

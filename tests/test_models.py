@@ -244,6 +244,41 @@ def test_chunked_logprobs_entropy_and_gradients_equal_one_whole_log_softmax(tiny
     assert torch.allclose(batched["logprobs"], expected, atol=1e-5)
 
 
+
+def test_padding_columns_never_enter_the_forward_and_change_nothing(tiny, world_records):
+    """A batch of prompts and responses of different lengths, padded left and right, with two extra columns
+    of padding on each side: the model sees only the columns some row uses (and, in micro-batches, each
+    micro-batch only its own rows' columns: rows grouped by response length), and every log-prob, value
+    and entropy equals the same row's, scored alone without padding."""
+    model, tok = tiny
+    policy = PolicyWithValue(model)
+    torch.nn.init.normal_(policy.value_head.weight, std=0.1)   # values that are not 0, so that they are compared
+    prompts = [prompt_ids(tok, r["question"]) for r in world_records[:4]]
+    responses = [tok(r["answer"], add_special_tokens=False).input_ids[:n] for r, n in zip(world_records[4:8], (3, 9, 4, 8))]
+    P, R, pad = max(map(len, prompts)) + 2, max(map(len, responses)) + 2, tok.pad_token_id
+    ids = torch.full((4, P + R), pad)
+    mask = torch.zeros_like(ids)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids[i, P - len(p):P], ids[i, P:P + len(r)] = torch.tensor(p), torch.tensor(r)
+        mask[i, P - len(p):P + len(r)] = 1
+    widths = []
+    forward = policy.lm.forward
+    policy.lm.forward = lambda *a, **k: widths.append(k["input_ids"].shape[1]) or forward(*a, **k)
+    with torch.no_grad():
+        whole = forward_logprobs(policy, ids, mask, R, 0.7, with_entropy=True)
+        assert widths == [max(map(len, prompts)) + 9]   # the longest prompt and the longest response, no more
+        widths.clear()
+        batched = forward_logprobs(policy, ids, mask, R, 0.7, with_entropy=True, batch_size=2)
+        assert sorted(widths) == sorted([max(len(prompts[0]), len(prompts[2])) + 4,    # responses of 3 and 4 tokens
+                                         max(len(prompts[1]), len(prompts[3])) + 9])   # of 9 and 8
+        policy.lm.forward = forward
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            row = torch.tensor([p + r])
+            alone = forward_logprobs(policy, row, torch.ones_like(row), len(r), 0.7, with_entropy=True)
+            for out in (whole, batched):
+                for key in ("logprobs", "values", "entropy"):
+                    assert torch.allclose(out[key][i, :len(r)], alone[key][0], atol=1e-5), (i, key)
+
 # ----------------------------------------------------------------------------------------------
 # 5. The folder written is the model trained, and the reference is the original exactly
 
