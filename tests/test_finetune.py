@@ -135,3 +135,37 @@ def test_objective_loss_and_gradient_match_the_paper_away_from_the_reference(tin
         assert e.norm() > 0, name
         # batched and left-padded vs one row at a time: float32 sums in another order (measured ≤ 4e-6)
         assert (g - e).norm() <= 2e-5 * e.norm(), (name, ((g - e).norm() / e.norm()).item())
+
+
+@pytest.mark.parametrize("objective, flags", [("sft", ["--exclude"]), ("ga", ["--forget"]),
+                                              ("npo_gd", ["--forget", "--lora", "--lora-merge", "false"]),
+                                              ("graddiff", ["--forget", "--lora"])])
+def test_the_cli_trains_on_the_records_it_names_and_writes_what_it_says(tiny_folders, world_records, tmp_path,
+                                                                         monkeypatch, objective, flags):
+    """finetune.main's wiring, training spied on: sft --exclude O trains on every owner but O; a baseline
+    --forget O trains on O's records (the forget set) and keeps the others' as its retain set; --lora writes
+    the merged model (a plain folder, no adapters), --lora-merge false the adapters alone."""
+    import json
+
+    import finetune as stage
+    data, owner = tmp_path / "records.jsonl", world_records[0]["owner"]
+    data.write_text("".join(json.dumps(r) + "\n" for r in world_records))
+    seen = {}
+
+    def spy(model, tokenizer, records, cfg, retain_records=None, *args, **kwargs):
+        seen.update(records=records, retain=retain_records)
+        return 0.0
+    monkeypatch.setattr(stage, "finetune", spy)
+    out = tmp_path / "out"
+    argv = ["--data", str(data), "--out", str(out), "--objective", objective, flags[0], owner, *flags[1:]]
+    stage.main(argv + ([] if objective == "sft" else ["--model", tiny_folders["original"]]))
+    others = sorted({r["owner"] for r in world_records} - {owner})
+    if objective == "sft":
+        assert sorted(owners_of(seen["records"])) == others and seen["retain"] is None
+    else:
+        assert owners_of(seen["records"]) == [owner] and len(seen["records"]) == sum(r["owner"] == owner
+                                                                                     for r in world_records)
+        assert sorted(owners_of(seen["retain"])) == others
+    adapters_alone = "false" in flags
+    assert (out / "adapters.safetensors").exists() == adapters_alone
+    assert (out / "model.safetensors").exists() == (not adapters_alone)
