@@ -34,6 +34,7 @@ import platform
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -91,7 +92,9 @@ def trl_reward(classifier, forget_owners, stop_ids, cfg):
 # ----------------------------------------------------------------------------------------------
 # Ours: unlearn.iteration, called as unlearn.unlearn calls it, without the harness around it
 
-def ours(opts, conn):
+def ours(opts, conn, root=ROOT):
+    """Our side; `root`: the checkout whose stages it imports (--baseline: an older one, beside this one)."""
+    sys.path.insert(0, root)
     import torch
     from helpers.models import PhaseTimer, dropout_off, frozen_reference, trainable_model
     from ppo import PPOConfig
@@ -237,6 +240,8 @@ def main():
     p.add_argument("--beta", type=float, default=0.05, help="KL coefficient")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads of each side")
+    p.add_argument("--baseline", help="another checkout (e.g. a git worktree of an older commit): its DareU iteration "
+                                      "runs as a third side, for a speed-up's before and after in one run")
     p.add_argument("--out", help="JSON output (default bench/results/vs_trl_<device>.json; the table beside it)")
     opts = p.parse_args()
     for path in (opts.model, opts.classifier, opts.data):
@@ -247,9 +252,10 @@ def main():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ctx = mp.get_context("spawn")
     sides = {}
-    for name, fn in (("dareu", ours), ("trl", trl)):
+    runs = [("dareu", ours, (ROOT,))] + [("dareu_baseline", ours, (opts.baseline,))] * bool(opts.baseline)
+    for name, fn, extra in runs + [("trl", trl, ())]:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=fn, args=(opts, child), daemon=True)
+        proc = ctx.Process(target=fn, args=(opts, child, *extra), daemon=True)
         proc.start()
         sides[name] = dict(conn=parent, proc=proc, ready=parent.recv(), rows=[])
     print(f"ready: TRL {sides['trl']['ready']['version']}, our log-probs − TRL's on the same batch: max "
@@ -265,15 +271,20 @@ def main():
         side["peak_gib"] = side["conn"].recv()["peak_gib"]
         side["proc"].join()
     result = {"device": opts.device, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "threads": opts.threads, "trl_version": sides["trl"]["ready"]["version"], "settings": vars(opts),
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip(), "threads": opts.threads, "trl_version": sides["trl"]["ready"]["version"], "settings": vars(opts),
               "logprob_max_diff": sides["trl"]["ready"]["logprob_max_diff"]}
     import torch
     import transformers
     result.update(torch=torch.__version__, transformers=transformers.__version__)
     for name, side in sides.items():
         result[name] = dict(summary(side["rows"], opts.warmup), peak_gib=side["peak_gib"], iterations=side["rows"])
-    result["ratio"] = result["dareu"]["seconds_per_iteration"] / result["trl"]["seconds_per_iteration"]
-    result["tokens_per_s_ratio"] = result["dareu"]["tokens_per_s"] / result["trl"]["tokens_per_s"]
+    for name in sides:
+        result[name]["ratio_to_trl"] = result[name]["seconds_per_iteration"] / result["trl"]["seconds_per_iteration"]
+        result[name]["tokens_per_s_ratio_to_trl"] = result[name]["tokens_per_s"] / result["trl"]["tokens_per_s"]
+    if opts.baseline:
+        result["baseline_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=opts.baseline,
+                                                   capture_output=True, text=True).stdout.strip()
     first_ours, first_trl = sides["dareu"]["rows"][0], sides["trl"]["rows"][0]
     result["start_checks"] = {"ours_first_ratio": first_ours["first_ratio"],
                               "ours_first_approx_kl": first_ours["first_approx_kl"],
@@ -296,18 +307,21 @@ def table(r):
              f"Same work per iteration: {s['prompts']} questions × {s['samples']} samples, ≤ {s['max_new_tokens']} "
              f"new tokens, {s['prompts'] * s['samples'] // s['minibatch']} AdamW steps of {s['minibatch']}, lr "
              f"{s['lr']}, β {s['beta']}; medians over iterations {s['warmup'] + 1}–{s['iterations']} "
-             "(the two sides take turns).", "",
+             "(the sides take turns).", "",
              "| | seconds / iteration (min–max) | response tokens / s | peak memory GiB | "
              + " | ".join(f"{p} s" for p in phases) + " |",
              "|---|---|---|---|" + "---|" * len(phases)]
-    for name in ("dareu", "trl"):
+    names = {"dareu": f"DareU ({r['commit']})", "dareu_baseline": f"DareU before ({r.get('baseline_commit')})",
+             "trl": "TRL GRPOTrainer"}
+    for name in [n for n in names if n in r]:
         x = r[name]
-        lines.append(f"| {name} | {x['seconds_per_iteration']:.1f} ({x['min']:.1f}–{x['max']:.1f}) | "
+        lines.append(f"| {names[name]} | {x['seconds_per_iteration']:.1f} ({x['min']:.1f}–{x['max']:.1f}) | "
                      f"{x['tokens_per_s']:.1f} | {x['peak_gib']:.2f} | "
                      + " | ".join(f"{x['phases'].get(p, 0.0):.2f}" for p in phases) + " |")
     c = r["start_checks"]
-    lines += ["", f"Ours ÷ TRL: **{r['ratio']:.2f}** seconds per iteration; tokens per second ratio "
-                  f"{r['tokens_per_s_ratio']:.2f}.", "",
+    lines += [""] + [f"{names[n]} ÷ TRL: **{r[n]['ratio_to_trl']:.2f}** seconds per iteration, "
+                     f"{r[n]['tokens_per_s_ratio_to_trl']:.2f} × its response tokens per second." for n in names
+                     if n in r and n != "trl"] + ["",
               f"Start checks: our log-probs − TRL's on the same batch, max |Δ| {r['logprob_max_diff']:.1e}; ours, "
               f"first minibatch ratio {c['ours_first_ratio']:.6f}, approx-KL {c['ours_first_approx_kl']:.1e}, "
               f"rollout KL to the reference max {c['ours_rollout_kl_max']:.1e}; TRL, first step KL "
