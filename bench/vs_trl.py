@@ -57,13 +57,14 @@ def timed(fn, phases, name):
 
 def peak_memory_gib(device):
     import torch
-    if device == "cuda":
+    if device.startswith("cuda"):   # "cuda" or "cuda:N"
         return torch.cuda.max_memory_allocated() / 2 ** 30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB on Linux: the process's peak RSS
 
 
 def setup(opts):
-    """What both sides share: torch's threads, the records, the forget questions, the classifier, the reward."""
+    """What both sides share: torch's threads and seed; returns the records, the forget records, the forget
+    owners and the classifier."""
     import torch
     from attribution import load_classifier
     from helpers.records import load_records
