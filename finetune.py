@@ -4,13 +4,13 @@ One loop, one objective switch (METHOD.md §7). With answer-token log-likelihood
   sft       NLL(D)                                  fit the data (original model: all owners;
                                                     retain model: all but the forget owners)
   ga        −NLL(D_F)                               gradient ascent on the forget set
-  graddiff  −NLL(D_F) + NLL(D_R)
+  graddiff  −NLL(D_F) + α NLL(D_R)                  α: --retain-weight, 1 by default
   npo       −(2/β) E log σ(−β (ℓ_θ − ℓ_ref))        on D_F (Zhang et al., 2024), β = 0.1
-  npo_gd    npo + NLL(D_R)
+  npo_gd    npo + α NLL(D_R)
   simnpo    −(2/β') E log σ(−β' ℓ_θ/|y| − γ)        reference-free (Fan et al., 2024), β' = 2.5, γ = 0: the
                                                     paper's TOFU values (with NPO's β = 0.1 its weight 2σ(·)
                                                     stays in [0.76, 1] and it is gradient ascent)
-  simnpo_gd simnpo + NLL(D_R)                       the paper's SimNPO with its retain term
+  simnpo_gd simnpo + α NLL(D_R)                     the paper's SimNPO with its retain term
 NLL is the mean over answer tokens (prompt and padding masked).
 
 A model is built from scratch (a byte-level BPE tokenizer trained on the data and a tiny Llama
@@ -64,6 +64,7 @@ class FinetuneConfig:
     npo_beta: float = 0.1      # β of NPO (Zhang et al., 2024)
     simnpo_beta: float = 2.5   # β' of SimNPO (Fan et al., 2024, TOFU)
     simnpo_gamma: float = 0.0  # γ margin of SimNPO (Fan et al., 2024, TOFU)
+    retain_weight: float = 1.0 # α: weight of the retain NLL in graddiff, npo_gd and simnpo_gd
     seed: int = 0              # shuffling and initialisation seed
     save_every: int = 0        # > 0: a checkpoint every this many steps and at the end (0: only on SIGINT/SIGTERM)
     keep: int = 2              # checkpoints kept (the last ones)
@@ -72,7 +73,7 @@ class FinetuneConfig:
 # what each flag accepts, checked where the flags are parsed (helpers/cli.py)
 FINETUNE_CHECKS = dict(objective=OBJECTIVES, epochs="> 0", steps=">= 1", batch_size=">= 1", lr="> 0",
                        warmup="in [0, 1]", weight_decay=">= 0", max_grad_norm="> 0", npo_beta="> 0",
-                       simnpo_beta="> 0", simnpo_gamma=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
+                       simnpo_beta="> 0", simnpo_gamma=">= 0", retain_weight=">= 0", seed=">= 0", save_every=">= 0", keep=">= 1")
 
 
 def nll(model, tokenizer, batch):
@@ -98,7 +99,7 @@ def objective_loss(cfg, model, ref_model, tokenizer, batch, retain_batch):
         logp, n = answer_logprobs(model, tokenizer, share(batch))
         loss = -(2 / cfg.simnpo_beta) * F.logsigmoid(-cfg.simnpo_beta * logp / n - cfg.simnpo_gamma).sum() / len(batch)
     if cfg.objective in ("graddiff", "npo_gd", "simnpo_gd"):
-        loss = loss + nll(model, tokenizer, retain_batch)
+        loss = loss + cfg.retain_weight * nll(model, tokenizer, retain_batch)
     return loss
 
 

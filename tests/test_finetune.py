@@ -106,7 +106,7 @@ def paper_objective(cfg, policy, ref, tok, forget, retain):
         # −(2/β') mean log σ(−β' ℓ_θ/|y| − γ)
         loss = -(2 / cfg.simnpo_beta) * F.logsigmoid(-cfg.simnpo_beta * ell / n - cfg.simnpo_gamma).mean()
     if name in ("graddiff", "npo_gd", "simnpo_gd"):
-        loss = loss + token_nll(retain)   # the retain term, weight 1
+        loss = loss + cfg.retain_weight * token_nll(retain)   # the retain term, weight α
     return loss
 
 
@@ -114,8 +114,8 @@ def paper_objective(cfg, policy, ref, tok, forget, retain):
 def test_objective_loss_and_gradient_match_the_paper_away_from_the_reference(tiny, world_records, objective):
     """objective_loss (batched, left-padded, via answer_logprobs) against the §7 formula written out on
     ℓ computed row by row, loss and gradient, where π_θ ≠ π_ref (a perturbed copy of the model: at
-    π_θ = π_ref NPO's sign and SimNPO's β', γ would hardly show). β = 0.3, β' = 0.4, γ = 0.7 are not the
-    defaults, so a wrong or swapped constant changes the value; answers of 5 to 29 tokens make |y| matter."""
+    π_θ = π_ref NPO's sign and SimNPO's β', γ would hardly show). β = 0.3, β' = 0.4, γ = 0.7, α = 0.6 are not
+    the defaults, so a wrong or swapped constant changes the value; answers of 5 to 29 tokens make |y| matter."""
     ref, tok = tiny
     policy = copy.deepcopy(ref)
     generator = torch.Generator().manual_seed(0)
@@ -124,7 +124,7 @@ def test_objective_loss_and_gradient_match_the_paper_away_from_the_reference(tin
             p.add_(0.05 * torch.randn(p.shape, generator=generator))
     forget = [world_records[0], {**world_records[1], "answer": "Yes."}, world_records[2], world_records[3]]
     retain = world_records[4:8]
-    cfg = FinetuneConfig(objective=objective, npo_beta=0.3, simnpo_beta=0.4, simnpo_gamma=0.7)
+    cfg = FinetuneConfig(objective=objective, npo_beta=0.3, simnpo_beta=0.4, simnpo_gamma=0.7, retain_weight=0.6)
     names, params = zip(*policy.named_parameters())
     loss = objective_loss(cfg, policy, ref, tok, forget, retain)
     expected = paper_objective(cfg, policy, ref, tok, forget, retain)
