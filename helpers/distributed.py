@@ -9,7 +9,7 @@ function here is the identity, so the algorithm reads the same either way.
   gather(obj)       every process's `obj`, in rank order (small Python objects: a rollout's rows),
   start(device)     join the process group torchrun set up; the device of this process,
   shard(model)      FSDP2 on every decoder layer, then on the whole model,
-  finish()          wait for every process, then leave the process group,
+  finish()          wait for every process, leave the process group, end the process,
 and the harness's: work done on process 0 first, one staging folder for all, the whole model written by
 process 0, and sharded checkpoints (torch.distributed.checkpoint) for --resume.
 """
@@ -84,11 +84,17 @@ def shard(model):
 
 
 def finish():
-    """Leave the process group once every process has reached this point: a process that tears its gloo
-    connections down while another still uses them can abort that one (seen as SIGABRT in CI)."""
+    """The last call of a process that joined a group: wait for every process, leave the group, and end the
+    process here (exit status 0) without the interpreter's shutdown. A gloo thread can still release a
+    tensor after destroy_process_group; if it takes the GIL while the interpreter is finalising, the
+    process aborts with "terminate called without an active exception" (SIGABRT), after every output was
+    written: seen twice in CI, once on each process. With one process, nothing."""
     if rank_and_size()[1] > 1:
         dist.barrier()
         dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def on_rank_0_first(fn):
