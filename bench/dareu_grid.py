@@ -14,7 +14,9 @@ and one change (--knobs), and one row of DareU scored by the gold answers instea
   the classifier      the gold-answer oracle
   the learning rate   1e-4 and 1e-3 around the bench's 3e-4, for DareU and for NPO+GD and SimNPO+GD (their
                       rows at 3e-4 come with the defaults)
-and the baselines' own knobs at their best rate: NPO's β and SimNPO's β', the retain weight α, SimNPO's γ.
+and the baselines' own knobs at their best rate: NPO's β and SimNPO's β', the retain weight α, SimNPO's γ;
+then 3e-3 and steps around each baseline's pick, until each method has had 12 configurations (DareU's 12
+rows: the defaults, 9 changes, 2 learning rates; the oracle is not a configuration of DareU).
 
 Settings are chosen here and reported on the test split (bench/tofu_mini.py --knobs), never tuned on it.
 Writes bench/results/dareu_grid_validation.{md,json}; each run's own report goes to --work.
@@ -37,6 +39,7 @@ from tofu_report import cell, merge  # noqa: E402
 
 SAMPLES4 = "dareu.samples_per_prompt=4,dareu.prompts_per_iter=10"
 BASE = "npo_gd.lr=1e-3,simnpo_gd.lr=1e-3"
+BASE3 = "npo_gd.lr=3e-3,simnpo_gd.lr=3e-3"
 ROWS = {   # name: (what it changes, methods, --knobs)
     "defaults": ("the quick defaults", "dareu,npo_gd,simnpo_gd", ""),
     "lam1": ("λ = 1", "dareu", "dareu.lam=1"),
@@ -62,6 +65,18 @@ ROWS = {   # name: (what it changes, methods, --knobs)
     "base_alpha2": ("lr 1e-3, retain weight α 2", "npo_gd,simnpo_gd",
                     BASE + ",npo_gd.retain_weight=2,simnpo_gd.retain_weight=2"),
     "base_gamma1": ("lr 1e-3, γ 1", "simnpo_gd", "simnpo_gd.lr=1e-3,simnpo_gd.simnpo_gamma=1"),
+    # more of the same, so that each method has DareU's 12 configurations: a step up in learning rate for
+    # both, then around each one's pick of the rows above (NPO+GD: β 0.05 at 1e-3; SimNPO+GD: its papers' knobs)
+    "base_lr3e-3": ("lr 3e-3", "npo_gd,simnpo_gd", BASE3),
+    "base_lr3e-3_alpha2": ("lr 3e-3, retain weight α 2", "npo_gd,simnpo_gd",
+                           BASE3 + ",npo_gd.retain_weight=2,simnpo_gd.retain_weight=2"),
+    "npo_beta0.025": ("lr 1e-3, β 0.025", "npo_gd", "npo_gd.lr=1e-3,npo_gd.npo_beta=0.025"),
+    "npo_beta0.05_alpha2": ("lr 1e-3, β 0.05, α 2", "npo_gd",
+                            "npo_gd.lr=1e-3,npo_gd.npo_beta=0.05,npo_gd.retain_weight=2"),
+    "npo_beta0.05_lr3e-3": ("lr 3e-3, β 0.05", "npo_gd", "npo_gd.lr=3e-3,npo_gd.npo_beta=0.05"),
+    "simnpo_beta3.5": ("lr 1e-3, β' 3.5", "simnpo_gd", "simnpo_gd.lr=1e-3,simnpo_gd.simnpo_beta=3.5"),
+    "simnpo_gamma1_alpha2": ("lr 1e-3, γ 1, α 2", "simnpo_gd",
+                             "simnpo_gd.lr=1e-3,simnpo_gd.simnpo_gamma=1,simnpo_gd.retain_weight=2"),
 }
 METRICS = ("tug_of_war", "forget_quality", "forget_rouge", "forget_prob", "forget_truth_ratio", "forget_attribution",
            "retain_utility", "privleak", "steps", "seconds")

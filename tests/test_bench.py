@@ -1,7 +1,8 @@
 """The bench's own pieces that decide what a table says: the oracle attributor scores a response as TOFU's
 ROUGE-L recall against its question's gold answer (worked by hand), --knobs reaches the fields it names
 with their types and refuses the ones it does not know, and --split validation forgets other authors
-than the reported (test) split, never the membership attacks' non-members; TRL's reward in the speed bench is
+than the reported (test) split, never the membership attacks' non-members; the validation grid gives every
+method the same number of configurations, each row's knobs for methods it runs; TRL's reward in the speed bench is
 our score (−a_F of the masked answer, the floor without a stop token or with too few words)."""
 import os
 import sys
@@ -12,6 +13,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
+from dareu_grid import ROWS  # noqa: E402
+from finetune import FinetuneConfig  # noqa: E402
 from helpers.cli import DareuError  # noqa: E402
 from oracle import GoldAnswerOracle  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
@@ -55,6 +58,21 @@ def test_the_validation_split_forgets_other_authors_than_the_test_split():
     assert holdout_test["questions"] == holdout_val["questions"] == ["q8 0", "q8 1", "q9 0", "q9 1"]
     assert {r["owner"] for r in kept_val} == {f"author {i:02d}" for i in range(8)} | set(val)
     assert {r["owner"] for r in kept_test} == {f"author {i:02d}" for i in range(8)} | set(test)
+
+
+def test_the_validation_grid_gives_every_method_the_same_number_of_configurations():
+    counts = {}
+    for name, (_, methods, knobs) in ROWS.items():
+        parsed = parse_knobs(knobs)   # an unknown field is refused here, not an hour into the grid
+        assert set(parsed) <= {m.replace("_oracle", "") for m in methods.split(",")}, name   # none set for nothing
+        for method, fields in parsed.items():
+            configs = (UnlearnConfig(), PPOConfig(), RewardConfig()) if method == "dareu" else (FinetuneConfig(),)
+            assert sum(len(set(fields) & set(c.__dataclass_fields__)) for c in configs) == len(fields), name
+            for config in configs:
+                with_knobs(config, fields)
+        for method in methods.split(","):
+            counts[method] = counts.get(method, 0) + 1
+    assert counts == {"dareu": 12, "npo_gd": 12, "simnpo_gd": 12, "dareu_oracle": 1}
 
 
 def test_trls_reward_is_our_score_of_each_completion():
