@@ -171,8 +171,7 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dt
     dareu = knobs.get("dareu", {})
     unlearn_cfg = with_knobs(UnlearnConfig(iterations=cfg.iterations, prompts_per_iter=cfg.prompts,
                                            samples_per_prompt=1, eval_every=5, sample_every=0, seed=seed), dareu)
-    ppo_cfg = with_knobs(PPOConfig(lr=lrs.get("dareu", cfg.lr), epochs=cfg.ppo_epochs, retain_coef=cfg.retain_coef),
-                         dareu)
+    ppo_cfg = with_knobs(PPOConfig(epochs=cfg.ppo_epochs, retain_coef=cfg.retain_coef), dareu)
     reward_cfg = with_knobs(RewardConfig(form=cfg.reward_form, kl_coef=cfg.kl_coef), dareu)
     n_rollout = min(unlearn_cfg.prompts_per_iter, len(forget_recs)) * unlearn_cfg.samples_per_prompt
     steps = unlearn_cfg.iterations * ppo_cfg.epochs * -(-n_rollout // ppo_cfg.minibatch_size)
@@ -189,7 +188,8 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dt
                 metrics_path = os.path.join(tmp, "dareu_metrics.jsonl")
                 done, _, _ = unlearn(Models(model, tokenizer, frozen_reference(model), scorer),
                                      Task(forget_recs, retain_recs, forget, targets[method]),
-                                     Args(unlearn_cfg, RolloutConfig(max_new_tokens=64), reward_cfg, ppo_cfg,
+                                     Args(unlearn_cfg, RolloutConfig(max_new_tokens=64), reward_cfg,
+                                          replace(ppo_cfg, lr=lrs[method]),
                                           EvalConfig(max_new_tokens=64)), Run(metrics_path))
                 with open(metrics_path, encoding="utf-8") as f:
                     curve = curve or [json.loads(line) for line in f]
@@ -205,13 +205,19 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dt
 
 
 def parse_lrs(cfg):
-    """{method: learning rate}: --lrs where given, --lr otherwise."""
+    """{method: learning rate it runs at}: its --knobs lr, else --lrs, else --lr (the oracle takes dareu's knobs)."""
     lrs = {m: cfg.lr for m in filter(None, cfg.methods.split(","))}   # --methods "": build and score the models only
     for item in filter(None, cfg.lrs.split(",")):
         method, _, value = item.partition("=")
         if method not in lrs:
             raise DareuError(f"--lrs: {method!r} is not one of the methods ({cfg.methods})")
         lrs[method] = float(value)
+    knobs = parse_knobs(cfg.knobs)
+    for method in lrs:
+        knob = knobs.get("dareu" if method == "dareu_oracle" else method, {}).get("lr")
+        if knob is not None and cfg.lr_sweep:
+            raise DareuError(f"--knobs sets {method}'s lr ({knob}) and --lr-sweep sweeps it: give one of them")
+        lrs[method] = float(knob) if knob is not None else lrs[method]
     return lrs
 
 

@@ -6,6 +6,7 @@ method the same number of configurations, each row's knobs for methods it runs; 
 our score (−a_F of the masked answer, the floor without a stop token or with too few words)."""
 import os
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from finetune import FinetuneConfig  # noqa: E402
 from helpers.cli import DareuError  # noqa: E402
 from oracle import GoldAnswerOracle  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
-from tofu_mini import BenchConfig, parse_knobs, select_owners, with_knobs  # noqa: E402
+from tofu_mini import BenchConfig, parse_knobs, parse_lrs, select_owners, with_knobs  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from unlearn import UnlearnConfig  # noqa: E402
 from vs_trl import trl_reward  # noqa: E402
@@ -42,6 +43,14 @@ def test_knobs_set_the_fields_they_name_with_their_types():
     assert (ppo.lam, ppo.advantage, type(ppo.lam)) == (1.0, "rloo", float)
     assert with_knobs(UnlearnConfig(), knobs["dareu"]).samples_per_prompt == 4
     assert with_knobs(PPOConfig(), {}) == PPOConfig()
+
+
+def test_the_reported_learning_rates_are_those_the_methods_run_at():
+    cfg = BenchConfig(methods="dareu,dareu_oracle,npo_gd,ga", lr=3e-4, lrs="ga=1e-4,npo_gd=2e-4",
+                      knobs="npo_gd.lr=1e-3,dareu.lr=5e-5")
+    assert parse_lrs(cfg) == {"dareu": 5e-5, "dareu_oracle": 5e-5, "npo_gd": 1e-3, "ga": 1e-4}
+    with pytest.raises(DareuError, match="lr-sweep"):
+        parse_lrs(replace(cfg, lr_sweep="1e-4,3e-4"))
 
 
 @pytest.mark.parametrize("text", ["dareu.lambda=1", "ga.lam=1", "nobody.lr=1", "dareu.lam=high"])
