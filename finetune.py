@@ -104,9 +104,10 @@ def objective_loss(cfg, model, ref_model, tokenizer, batch, retain_batch):
 
 
 def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune", ckpt_dir=None, args=None,
-             state=None):
+             state=None, stop=None):
     """Train `model` in place. For sft, `records` is the training set; for the unlearning
     objectives it is the forget set and `retain_records` the retain set. Returns the last loss.
+    `stop(step)`, if given, is asked after each step and ends the run early by returning True.
     With `ckpt_dir`, checkpoints go there (with `args`, the run's arguments) every cfg.save_every steps and
     at the end (if cfg.save_every), and when a signal stops the run; `state`, a loaded checkpoint, continues a run exactly."""
     if not records:
@@ -175,6 +176,8 @@ def finetune(model, tokenizer, records, cfg, retain_records=None, desc="finetune
                                     args, cfg.keep)
             if SIGNALS.received:
                 raise Interrupted(SIGNALS.received)
+            if stop is not None and stop(step):
+                break
     return loss
 
 

@@ -56,7 +56,7 @@ from oracle import GoldAnswerOracle  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
 from reward import RewardConfig  # noqa: E402
 from rollout import RolloutConfig  # noqa: E402
-from unlearn import Args, Models, Task, UnlearnConfig, unlearn  # noqa: E402
+from unlearn import Args, Models, Task, UnlearnConfig, greedy_attribution, unlearn  # noqa: E402
 from tofu_report import merge, plot, seeds_table, sweep_table, write_report  # noqa: E402
 from world import build_world  # noqa: E402
 
@@ -87,6 +87,7 @@ class BenchConfig:
     lora_rank: int = 0            # > 0: DareU and every baseline train LoRA adapters of this rank (results *_lora)
     retain_coef: float = 1.0      # DareU's λ_retain
     ppo_epochs: int = 2           # DareU's PPO epochs per rollout
+    baseline_stop: bool = False   # the baselines stop as DareU does (greedy forget a_F <= its target, checked as often) instead of running every step
     max_questions: int = 0        # per evaluation set: 0 = all
     max_new_tokens: int = 200     # greedy answer length in the evaluation (TOFU: 200)
     seed: int = 0                 # the seed of the built models (tokenizer, original, retain, classifier)
@@ -107,6 +108,7 @@ SMOLLM2 = dict(authors=4, forget_fraction=0.5, sft_epochs=4.0, sft_lr=2e-4, batc
                classifier_lr=2e-4, classifier_heldout=0.25, prompts=16, iterations=8, lr=1e-4, max_questions=20,
                max_new_tokens=64, dtype="bfloat16")
 SMOLLM2_QUICK = dict(SMOLLM2, prompts=8, iterations=4, max_questions=8, max_new_tokens=48)
+CHECK_EVAL = EvalConfig(max_new_tokens=64)   # how DareU's greedy checks, and the baselines' stop, decode
 
 
 def select_owners(records, cfg):
@@ -190,18 +192,34 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dt
                                      Task(forget_recs, retain_recs, forget, targets[method]),
                                      Args(unlearn_cfg, RolloutConfig(max_new_tokens=64), reward_cfg,
                                           replace(ppo_cfg, lr=lrs[method]),
-                                          EvalConfig(max_new_tokens=64)), Run(metrics_path))
+                                          CHECK_EVAL), Run(metrics_path))
                 with open(metrics_path, encoding="utf-8") as f:
                     curve = curve or [json.loads(line) for line in f]
             methods[method] = (model.eval(), round(time.time() - start, 1), steps * done // unlearn_cfg.iterations)
             continue
         if method not in BASELINES:
             raise DareuError(f"unknown method {method!r}; choose from dareu, dareu_oracle, {', '.join(BASELINES)}")
+        taken = {"steps": steps}
+        stop = (target_stop(model, tokenizer, classifier, forget_recs, forget, targets["dareu"],
+                            steps // unlearn_cfg.iterations * unlearn_cfg.eval_every, taken)
+                if cfg.baseline_stop else None)
         finetune(model, tokenizer, forget_recs, with_knobs(FinetuneConfig(
             objective=method, steps=steps, lr=lrs[method], batch_size=cfg.batch_size, seed=seed), knobs.get(method, {})),
-                 retain_recs, desc=method)
-        methods[method] = (model.eval(), round(time.time() - start, 1), steps)
+                 retain_recs, desc=method, stop=stop)
+        methods[method] = (model.eval(), round(time.time() - start, 1), taken["steps"])
     return tokenizer, methods, curve
+
+
+def target_stop(model, tokenizer, classifier, forget_recs, forget, target, every, taken):
+    """finetune's `stop` for a baseline under DareU's rule: every `every` steps (DareU's eval_every
+    iterations), True once the greedy a_F of the answers to every forget question is at most `target`,
+    judged as DareU's check judges it (unlearn.greedy_attribution). taken["steps"]: the steps run."""
+    def stop(step):
+        taken["steps"] = step
+        questions = [r["question"] for r in forget_recs]
+        return step % every == 0 and greedy_attribution(model, tokenizer, classifier, questions, forget,
+                                                        CHECK_EVAL) <= target
+    return stop
 
 
 def parse_lrs(cfg):
@@ -333,7 +351,8 @@ def bench(cfg, dtype, quick, smollm2):
               f"{check:.3f}; DareU's target a_F {target:.3f}; {report['total_seconds']:.0f} s in all.\n"
               f"Classifier: {classifier_report_line(clf_report)} (fact probe: the methods' answers, first run).\n"
               f"Settings beyond the defaults (--knobs): {cfg.knobs or 'none'}; DareU's oracle stops at the retain "
-              f"model's forget ROUGE-L {targets['dareu_oracle']:.3f}.\n"
+              f"model's forget ROUGE-L {targets['dareu_oracle']:.3f}; the baselines "
+              + ("stop as DareU does (--baseline-stop)" if cfg.baseline_stop else "run every step") + ".\n"
               f"Versions: {json.dumps(versions)}. ROUGE: {ROUGE_IMPL}. KS: {KS_IMPL}.\n\n")
     if sweep:
         report.update(sweep=sweep, seed=seeds[0], runs=runs)

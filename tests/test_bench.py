@@ -19,7 +19,9 @@ from finetune import FinetuneConfig  # noqa: E402
 from helpers.cli import DareuError  # noqa: E402
 from oracle import GoldAnswerOracle  # noqa: E402
 from ppo import PPOConfig  # noqa: E402
-from tofu_mini import BenchConfig, parse_knobs, parse_lrs, select_owners, with_knobs  # noqa: E402
+import tofu_mini  # noqa: E402
+from tofu_mini import (BenchConfig, parse_knobs, parse_lrs, select_owners, target_stop,  # noqa: E402
+                       with_knobs)
 from reward import RewardConfig  # noqa: E402
 from unlearn import UnlearnConfig  # noqa: E402
 from vs_trl import trl_reward  # noqa: E402
@@ -51,6 +53,24 @@ def test_the_reported_learning_rates_are_those_the_methods_run_at():
     assert parse_lrs(cfg) == {"dareu": 5e-5, "dareu_oracle": 5e-5, "npo_gd": 1e-3, "ga": 1e-4}
     with pytest.raises(DareuError, match="lr-sweep"):
         parse_lrs(replace(cfg, lr_sweep="1e-4,3e-4"))
+
+
+def test_the_baselines_stop_is_dareus_check_on_its_cadence(monkeypatch):
+    scores, judged = iter([0.5, 0.31, 0.3, 0.1]), []
+
+    def greedy_attribution(model, tokenizer, classifier, questions, forget, eval_cfg):
+        judged.append((questions, forget, eval_cfg.max_new_tokens))
+        return next(scores)
+
+    monkeypatch.setattr(tofu_mini, "greedy_attribution", greedy_attribution)
+    taken = {"steps": 40}
+    stop = target_stop(None, None, None, [{"question": "q1"}, {"question": "q2"}], ["Ana"], 0.3, 4, taken)
+    for step in range(1, 41):   # as finetune asks it
+        if stop(step):
+            break
+    # checked at steps 4, 8, 12 (a_F 0.5, 0.31, 0.3): 0.3 <= 0.3 ends the run after step 12
+    assert (taken["steps"], len(judged)) == (12, 3)
+    assert judged[0] == (["q1", "q2"], ["Ana"], 64)   # every forget question, decoded as DareU's check
 
 
 @pytest.mark.parametrize("text", ["dareu.lambda=1", "ga.lam=1", "nobody.lr=1", "dareu.lam=high"])

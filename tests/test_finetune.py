@@ -56,6 +56,24 @@ def test_unlearning_objectives_raise_the_forget_nll(tiny, world_records, objecti
     assert nll(model, tok, forget).item() > before
 
 
+def test_a_stopped_run_is_the_full_run_up_to_its_stop(tiny, world_records):
+    model, tok = tiny
+    forget, retain = split_records(world_records, owners_of(world_records)[:1])
+    cfg = FinetuneConfig(objective="npo_gd", steps=6, lr=1e-3, batch_size=4)
+    full, stopped, at_3, asked = copy.deepcopy(model), copy.deepcopy(model), {}, []
+
+    def snapshot(step):   # never stops; keeps the weights after step 3
+        if step == 3:
+            at_3.update({k: v.clone() for k, v in full.state_dict().items()})
+        return False
+
+    finetune(full, tok, forget, cfg, retain, stop=snapshot)
+    finetune(stopped, tok, forget, cfg, retain, stop=lambda step: asked.append(step) or step == 3)
+    assert asked == [1, 2, 3]
+    assert all(torch.equal(v, at_3[k]) for k, v in stopped.state_dict().items())
+    assert not all(torch.equal(v, at_3[k]) for k, v in full.state_dict().items())   # the full run went on
+
+
 def test_baseline_cli_writes_a_loadable_model(tmp_path):
     original = tmp_path / "original"
     proc = run_python(["finetune.py", "--out", str(original), "--steps", "3"])
