@@ -8,6 +8,7 @@ N, as forget10), forgotten: only they (and the first 20) have the perturbed answ
      optimiser steps, each at its learning rate (--lrs, from the same --lr-sweep for every method), once
      per seed in --seeds (DareU's sampling, the baselines' batch order; the models they start from are
      built once, with --seed); DareU stops at the retain model's level (helpers/run.py resolve_target),
+     and with --baseline-stop so do the baselines (the same greedy check, as often),
   4. evaluate.py's TOFU metrics against the retain model: the forget authors' rows of forget10_perturbed,
      retain_perturbed (the first 20 authors), real authors, world facts; privleak and the membership
      attacks against k authors of full.json no model saw,
