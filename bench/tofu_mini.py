@@ -8,7 +8,7 @@ N, as forget10), forgotten: only they (and the first 20) have the perturbed answ
      optimiser steps, each at its learning rate (--lrs, from the same --lr-sweep for every method), once
      per seed in --seeds (DareU's sampling, the baselines' batch order; the models they start from are
      built once, with --seed); DareU stops at the retain model's level (helpers/run.py resolve_target),
-     and with --baseline-stop so do the baselines (the same greedy check, as often),
+     and with --baseline-stop so do the baselines (DareU's greedy check or its oracle's, as often),
   4. evaluate.py's TOFU metrics against the retain model: the forget authors' rows of forget10_perturbed,
      retain_perturbed (the first 20 authors), real authors, world facts; privleak and the membership
      attacks against k authors of full.json no model saw,
@@ -88,7 +88,7 @@ class BenchConfig:
     lora_rank: int = 0            # > 0: DareU and every baseline train LoRA adapters of this rank (results *_lora)
     retain_coef: float = 1.0      # DareU's λ_retain
     ppo_epochs: int = 2           # DareU's PPO epochs per rollout
-    baseline_stop: bool = False   # the baselines stop as DareU does (greedy forget a_F <= its target, checked as often) instead of running every step
+    baseline_stop: str = "never"  # the baselines' stop, checked as often as DareU's: "never" (every step), "dareu" (its rule: greedy forget a_F <= its target) or "dareu_oracle" (the oracle's: greedy forget ROUGE-L recall <= the retain model's)
     max_questions: int = 0        # per evaluation set: 0 = all
     max_new_tokens: int = 200     # greedy answer length in the evaluation (TOFU: 200)
     seed: int = 0                 # the seed of the built models (tokenizer, original, retain, classifier)
@@ -179,6 +179,7 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dt
     n_rollout = min(unlearn_cfg.prompts_per_iter, len(forget_recs)) * unlearn_cfg.samples_per_prompt
     steps = unlearn_cfg.iterations * ppo_cfg.epochs * -(-n_rollout // ppo_cfg.minibatch_size)
     methods, curve = {}, []
+    scorers = {"dareu": classifier, "dareu_oracle": GoldAnswerOracle(forget_recs)}   # what each stop rule judges by
     for method in filter(None, cfg.methods.split(",")):
         start = time.time()
         model = copy.deepcopy(original)
@@ -186,10 +187,9 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dt
             torch.manual_seed(seed)
             add_lora(model, LoraConfig(rank=cfg.lora_rank))
         if method in ("dareu", "dareu_oracle"):
-            scorer = classifier if method == "dareu" else GoldAnswerOracle(forget_recs)
             with tempfile.TemporaryDirectory() as tmp:   # not in the world folder: runs in parallel share it
                 metrics_path = os.path.join(tmp, "dareu_metrics.jsonl")
-                done, _, _ = unlearn(Models(model, tokenizer, frozen_reference(model), scorer),
+                done, _, _ = unlearn(Models(model, tokenizer, frozen_reference(model), scorers[method]),
                                      Task(forget_recs, retain_recs, forget, targets[method]),
                                      Args(unlearn_cfg, RolloutConfig(max_new_tokens=64), reward_cfg,
                                           replace(ppo_cfg, lr=lrs[method]),
@@ -201,9 +201,10 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dt
         if method not in BASELINES:
             raise DareuError(f"unknown method {method!r}; choose from dareu, dareu_oracle, {', '.join(BASELINES)}")
         taken = {"steps": steps}
-        stop = (target_stop(model, tokenizer, classifier, forget_recs, forget, targets["dareu"],
+        rule = cfg.baseline_stop   # "dareu" or "dareu_oracle": that method's scorer and target
+        stop = (target_stop(model, tokenizer, scorers[rule], forget_recs, forget, targets[rule],
                             steps // unlearn_cfg.iterations * unlearn_cfg.eval_every, taken)
-                if cfg.baseline_stop else None)
+                if rule != "never" else None)
         finetune(model, tokenizer, forget_recs, with_knobs(FinetuneConfig(
             objective=method, steps=steps, lr=lrs[method], batch_size=cfg.batch_size, seed=seed), knobs.get(method, {})),
                  retain_recs, desc=method, stop=stop)
@@ -264,7 +265,8 @@ def main():
                                    "pooled table to --out")
     add_config_args(p, BenchConfig)
     args = p.parse_args()
-    cfg = config_from_args(BenchConfig, args, {"split": ("test", "validation")})
+    cfg = config_from_args(BenchConfig, args, {"split": ("test", "validation"),
+                                               "baseline_stop": ("never", "dareu", "dareu_oracle")})
     if args.merge:
         if not cfg.out:
             raise DareuError("--merge needs --out")
@@ -353,7 +355,7 @@ def bench(cfg, dtype, quick, smollm2):
               f"Classifier: {classifier_report_line(clf_report)} (fact probe: the methods' answers, first run).\n"
               f"Settings beyond the defaults (--knobs): {cfg.knobs or 'none'}; DareU's oracle stops at the retain "
               f"model's forget ROUGE-L {targets['dareu_oracle']:.3f}; the baselines "
-              + ("stop as DareU does (--baseline-stop)" if cfg.baseline_stop else "run every step") + ".\n"
+              + (f"stop by {cfg.baseline_stop}'s rule" if cfg.baseline_stop != "never" else "run every step") + ".\n"
               f"Versions: {json.dumps(versions)}. ROUGE: {ROUGE_IMPL}. KS: {KS_IMPL}.\n\n")
     if sweep:
         report.update(sweep=sweep, seed=seeds[0], runs=runs)
