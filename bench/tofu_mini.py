@@ -201,7 +201,7 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dt
         if method not in BASELINES:
             raise DareuError(f"unknown method {method!r}; choose from dareu, dareu_oracle, {', '.join(BASELINES)}")
         taken = {"steps": steps}
-        rule = cfg.baseline_stop   # "dareu" or "dareu_oracle": that method's scorer and target
+        rule = cfg.baseline_stop   # "never", or the method ("dareu", "dareu_oracle") whose scorer and target stop it
         stop = (target_stop(model, tokenizer, scorers[rule], forget_recs, forget, targets[rule],
                             steps // unlearn_cfg.iterations * unlearn_cfg.eval_every, taken)
                 if rule != "never" else None)
@@ -212,14 +212,16 @@ def run_methods(cfg, records, forget, folder, classifier, seed, lrs, targets, dt
     return tokenizer, methods, curve
 
 
-def target_stop(model, tokenizer, classifier, forget_recs, forget, target, every, taken):
-    """finetune's `stop` for a baseline under DareU's rule: every `every` steps (DareU's eval_every
-    iterations), True once the greedy a_F of the answers to every forget question is at most `target`,
-    judged as DareU's check judges it (unlearn.greedy_attribution). taken["steps"]: the steps run."""
+def target_stop(model, tokenizer, scorer, forget_recs, forget, target, every, taken):
+    """finetune's `stop` for a baseline under DareU's rule (scorer: the classifier) or its oracle's (the
+    gold answers): every `every` steps (DareU's eval_every iterations), True once the mean score of the
+    greedy answers to every forget question is at most `target`, judged as DareU's check judges it
+    (unlearn.greedy_attribution). taken["steps"]: the steps run."""
+    questions = [r["question"] for r in forget_recs]
+
     def stop(step):
         taken["steps"] = step
-        questions = [r["question"] for r in forget_recs]
-        return step % every == 0 and greedy_attribution(model, tokenizer, classifier, questions, forget,
+        return step % every == 0 and greedy_attribution(model, tokenizer, scorer, questions, forget,
                                                         CHECK_EVAL) <= target
     return stop
 
